@@ -1,0 +1,95 @@
+"""Port-I/O and MMIO buses: address ranges mapped to devices, rejecting overlaps.
+
+A device sees offsets relative to its base.  Each device gets a lock, because vCPU threads and the device's
+own threads (stdin reader, epoll loop) call into it concurrently and a state machine's multi-step updates are
+not atomic under the GIL.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class BusDevice(Protocol):
+    """What a device on a bus implements. ``size`` is the access width in bytes (1, 2, 4 or 8)."""
+
+    def read(self, offset: int, size: int) -> int: ...
+
+    def write(self, offset: int, size: int, value: int) -> None: ...
+
+
+class BusError(ValueError):
+    """A range that overlaps another or is empty."""
+
+
+@dataclass(order=True)
+class _Entry:
+    base: int
+    length: int
+    device: BusDevice = field(compare=False)
+    lock: threading.Lock = field(compare=False, default_factory=threading.Lock)
+
+
+class Bus:
+    """A set of non-overlapping ``[base, base+length)`` ranges; unclaimed accesses read all-ones."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._entries: list[_Entry] = []
+        self._bases: list[int] = []
+        self.unhandled = 0  # count of accesses no device claimed
+
+    def insert(self, device: BusDevice, base: int, length: int) -> None:
+        if length <= 0 or base < 0:
+            raise BusError(f"{self.name}: bad range {base:#x}+{length:#x}")
+        for e in self._entries:
+            if base < e.base + e.length and e.base < base + length:
+                raise BusError(
+                    f"{self.name}: {base:#x}+{length:#x} overlaps {type(e.device).__name__} at {e.base:#x}"
+                )
+        entry = _Entry(base, length, device)
+        i = bisect.bisect(self._bases, base)
+        self._entries.insert(i, entry)
+        self._bases.insert(i, base)
+
+    def remove(self, base: int) -> None:
+        i = self._bases.index(base)
+        del self._entries[i]
+        del self._bases[i]
+
+    def find(self, addr: int) -> tuple[BusDevice, int] | None:
+        """The device covering ``addr`` and the offset into it."""
+        entry = self._lookup(addr)
+        return None if entry is None else (entry.device, addr - entry.base)
+
+    def _lookup(self, addr: int) -> _Entry | None:
+        i = bisect.bisect_right(self._bases, addr) - 1
+        if i >= 0:
+            e = self._entries[i]
+            if addr < e.base + e.length:
+                return e
+        return None
+
+    def read(self, addr: int, size: int) -> int:
+        e = self._lookup(addr)
+        if e is None:
+            self.unhandled += 1
+            log.debug("%s: unhandled read %#x/%d", self.name, addr, size)
+            return (1 << (8 * size)) - 1
+        with e.lock:
+            return e.device.read(addr - e.base, size)
+
+    def write(self, addr: int, size: int, value: int) -> None:
+        e = self._lookup(addr)
+        if e is None:
+            self.unhandled += 1
+            log.debug("%s: unhandled write %#x/%d = %#x", self.name, addr, size, value)
+            return
+        with e.lock:
+            e.device.write(addr - e.base, size, value)

@@ -1,0 +1,1 @@
+"""Hypervisor backends behind one interface (see :mod:`aovisor.hypervisor.base`)."""

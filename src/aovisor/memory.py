@@ -8,6 +8,7 @@ RAM region; anything else raises :class:`GuestMemoryError`.  That single check i
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ctypes
 import mmap
 import struct
@@ -134,9 +135,8 @@ class GuestMemory:
     def close(self) -> None:
         for region in self.regions:
             region.view.release()
-            try:
+            # A device may still hold a view; the mapping then goes when the last view does.
+            with contextlib.suppress(BufferError):
                 region.mapping.close()
-            except BufferError:
-                pass  # a device still holds a view; the mapping goes when the last view does
         self.regions.clear()
         self._starts.clear()

@@ -165,8 +165,9 @@ class Vcpu(Protocol):
 
 
 class Vm(Protocol):
-    def map_memory(self, slot: int, gpa: int, size: int, host_address: int, readonly: bool = False) -> None:
-        ...
+    def map_memory(
+        self, slot: int, gpa: int, size: int, host_address: int, readonly: bool = False
+    ) -> None: ...
 
     def create_vcpu(self, index: int) -> Vcpu: ...
 

@@ -1,0 +1,50 @@
+# The two commands a fresh machine needs:  `make demo`  and  `make test`.
+PY     ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+BUILD  := build
+
+# Debian packages the tests and benchmarks use (command -> package).
+SYSDEPS := gcc:gcc ld:binutils iasl:acpica-tools zstd:zstd dpkg-deb:dpkg qemu-system-x86_64:qemu-system-x86 \
+           debootstrap:debootstrap mkfs.ext4:e2fsprogs busybox:busybox-static
+
+.PHONY: demo test lint unit bench sysdeps venv lab-shell clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+sysdeps:
+	@missing=""; for dep in $(SYSDEPS); do cmd=$${dep%%:*}; pkg=$${dep##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	  [ -f /usr/include/linux/kvm.h ] || missing="$$missing linux-libc-dev"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; fi
+
+# Boot the built-in default guest and show its output.
+demo: venv sysdeps
+	$(BIN)/python guests/build.py hello -o $(BUILD)/guests
+	$(BIN)/aovisor --kernel $(BUILD)/guests/hello.elf --memory size=128M --serial tty
+
+lint: venv
+	$(BIN)/ruff check src tests guests bench lab
+	$(BIN)/ruff format --check src tests guests bench lab
+	$(BIN)/mypy
+
+test: venv sysdeps lint
+	$(BIN)/pytest -q
+
+bench: venv sysdeps
+	$(BIN)/python bench/run.py
+
+lab-shell: venv sysdeps
+	$(BIN)/python -m lab shell
+
+clean:
+	rm -rf $(BUILD) .pytest_cache .mypy_cache .ruff_cache

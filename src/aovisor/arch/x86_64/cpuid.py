@@ -1,0 +1,60 @@
+"""Per-vCPU CPUID: KVM's supported set with APIC ids, topology and the hypervisor leaf fixed up.
+
+Topology: every vCPU is one core (one thread per core) of a single socket, as Cloud Hypervisor does by
+default.  Linux reads it from leaf 0xB (and 0x1F), leaf 1 and, on AMD, leaf 0x80000008.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from aovisor.hypervisor.base import CpuidEntry
+
+CPUID_FLAG_SIGNIFICANT_INDEX = 1
+LEAF1_ECX_HYPERVISOR = 1 << 31
+LEAF1_ECX_TSC_DEADLINE = 1 << 24
+LEAF1_EDX_HTT = 1 << 28
+
+
+def _bits_for(count: int) -> int:
+    """Number of APIC-id bits needed to number ``count`` items (SDM Vol. 3A §9.9.1)."""
+    return max(0, (count - 1).bit_length())
+
+
+def vcpu_cpuid(supported: list[CpuidEntry], vcpu_index: int, vcpu_count: int) -> list[CpuidEntry]:
+    apic_id = vcpu_index
+    core_bits = _bits_for(vcpu_count)
+    out: list[CpuidEntry] = []
+    for e in supported:
+        e = replace(e)
+        if e.function == 1:
+            # EBX[31:24] initial APIC id, EBX[23:16] addressable logical processors per package.
+            logical = 1 << core_bits if vcpu_count > 1 else 1
+            e.ebx = (e.ebx & 0x0000FFFF) | (min(logical, 255) << 16) | (apic_id << 24)
+            e.ecx |= LEAF1_ECX_HYPERVISOR
+            e.edx = e.edx | LEAF1_EDX_HTT if vcpu_count > 1 else e.edx & ~LEAF1_EDX_HTT
+        elif e.function in (0xB, 0x1F):
+            e.flags |= CPUID_FLAG_SIGNIFICANT_INDEX
+            if e.index == 0:  # SMT level: one thread per core
+                e.eax, e.ebx, e.ecx = 0, 1, (1 << 8) | 0
+            elif e.index == 1:  # core level: all vCPUs in one package
+                e.eax, e.ebx, e.ecx = core_bits, vcpu_count, (2 << 8) | 1
+            else:
+                e.eax, e.ebx, e.ecx = 0, 0, e.index
+            e.edx = apic_id  # x2APIC id
+        elif e.function == 4:
+            # Intel deterministic cache parameters: EAX[31:26] = cores per package - 1.
+            e.eax = (e.eax & 0x03FFFFFF) | (((1 << core_bits) - 1 if vcpu_count > 1 else 0) << 26)
+            e.eax &= ~(0xFFF << 14)  # threads sharing this cache - 1 = 0
+        elif e.function == 0x80000008:
+            # AMD: ECX[15:12] ApicIdCoreIdSize, ECX[7:0] NC = cores per package - 1.
+            e.ecx = (e.ecx & ~0xF0FF) | (core_bits << 12) | (vcpu_count - 1)
+        elif e.function == 0x8000001E:
+            # AMD topology extensions: EAX extended APIC id, EBX[15:8] threads per core - 1, EBX[7:0] core id.
+            e.eax, e.ebx, e.ecx = apic_id, apic_id & 0xFF, 0
+        out.append(e)
+    # Ensure leaf 0xB exists even if KVM did not report it (it always does on modern hosts).
+    if not any(e.function == 0xB for e in out):
+        out.append(CpuidEntry(0xB, 0, CPUID_FLAG_SIGNIFICANT_INDEX, 0, 1, 0x100, apic_id))
+        out.append(CpuidEntry(0xB, 1, CPUID_FLAG_SIGNIFICANT_INDEX, core_bits, vcpu_count, 0x201, apic_id))
+    return out

@@ -1,0 +1,270 @@
+"""A KVM vCPU fd: register access, CPUID/MSR/FPU/LAPIC setup, and the ``KVM_RUN`` loop.
+
+The run loop is the hottest Python in the VMM: every port-I/O or MMIO exit passes through it.  It therefore
+reads ``struct kvm_run`` through one long-lived memoryview with ``struct.unpack_from`` at fixed offsets
+(see :mod:`abi`), calls libc ``ioctl`` directly, and only returns to the caller for the rare events the vCPU
+loop must act on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+import struct
+from typing import TYPE_CHECKING
+
+from aovisor.errors import HypervisorError
+from aovisor.hypervisor.base import (
+    CpuidEntry,
+    DescriptorTable,
+    Regs,
+    Segment,
+    SpecialRegs,
+    VcpuExit,
+    VmOps,
+)
+from aovisor.hypervisor.kvm import abi
+from aovisor.hypervisor.syscalls import get_errno, ioctl, raw_ioctl_function
+
+if TYPE_CHECKING:
+    from aovisor.hypervisor.kvm.vm import KvmVm
+
+log = logging.getLogger(__name__)
+
+_EINTR = 4
+_EAGAIN = 11
+_REG_NAMES = [field[0] for field in abi.kvm_regs._fields_]
+_SEG_NAMES = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
+
+
+class VcpuError(HypervisorError):
+    """The vCPU stopped in a way the VMM cannot continue from (internal error, failed entry...)."""
+
+
+class KvmVcpu:
+    def __init__(self, vm: KvmVm, index: int) -> None:
+        self.vm = vm
+        self.index = index
+        self.fd = ioctl(vm.fd, abi.KVM_CREATE_VCPU, index)
+        self._run_map = mmap.mmap(
+            self.fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
+        self._run = memoryview(self._run_map)
+        self._ioctl = raw_ioctl_function()
+        self.exit_counts: dict[str, int] = {"io": 0, "mmio": 0, "other": 0}
+
+    # --- registers ---------------------------------------------------------------------------------
+    def get_regs(self) -> Regs:
+        r = abi.kvm_regs()
+        ioctl(self.fd, abi.KVM_GET_REGS, r)
+        return Regs(**{name: getattr(r, name) for name in _REG_NAMES})
+
+    def set_regs(self, regs: Regs) -> None:
+        r = abi.kvm_regs(**{name: getattr(regs, name) for name in _REG_NAMES})
+        ioctl(self.fd, abi.KVM_SET_REGS, r)
+
+    def get_sregs(self) -> SpecialRegs:
+        s = abi.kvm_sregs()
+        ioctl(self.fd, abi.KVM_GET_SREGS, s)
+        out = SpecialRegs(
+            gdt=DescriptorTable(s.gdt.base, s.gdt.limit),
+            idt=DescriptorTable(s.idt.base, s.idt.limit),
+            cr0=s.cr0,
+            cr2=s.cr2,
+            cr3=s.cr3,
+            cr4=s.cr4,
+            cr8=s.cr8,
+            efer=s.efer,
+            apic_base=s.apic_base,
+        )
+        for name in _SEG_NAMES:
+            k = getattr(s, name)
+            setattr(
+                out,
+                name,
+                Segment(
+                    base=k.base,
+                    limit=k.limit,
+                    selector=k.selector,
+                    type=k.type,
+                    present=bool(k.present),
+                    dpl=k.dpl,
+                    db=bool(k.db),
+                    s=bool(k.s),
+                    l=bool(k.l),
+                    g=bool(k.g),
+                    avl=bool(k.avl),
+                    unusable=bool(k.unusable),
+                ),
+            )
+        return out
+
+    def set_sregs(self, sregs: SpecialRegs) -> None:
+        # Start from the current state so fields we do not model (interrupt bitmap) keep their values.
+        s = abi.kvm_sregs()
+        ioctl(self.fd, abi.KVM_GET_SREGS, s)
+        for name in _SEG_NAMES:
+            seg: Segment = getattr(sregs, name)
+            k = getattr(s, name)
+            k.base, k.limit, k.selector, k.type = seg.base, seg.limit, seg.selector, seg.type
+            k.present, k.dpl, k.db, k.s = int(seg.present), seg.dpl, int(seg.db), int(seg.s)
+            k.l, k.g, k.avl, k.unusable = int(seg.l), int(seg.g), int(seg.avl), int(seg.unusable)
+        s.gdt.base, s.gdt.limit = sregs.gdt.base, sregs.gdt.limit
+        s.idt.base, s.idt.limit = sregs.idt.base, sregs.idt.limit
+        s.cr0, s.cr2, s.cr3, s.cr4, s.cr8 = sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.cr8
+        s.efer, s.apic_base = sregs.efer, sregs.apic_base
+        ioctl(self.fd, abi.KVM_SET_SREGS, s)
+
+    def set_cpuid(self, entries: list[CpuidEntry]) -> None:
+        n = len(entries)
+
+        class Buffer(ctypes.Structure):
+            _fields_ = [("header", abi.kvm_cpuid2), ("entries", abi.kvm_cpuid_entry2 * n)]
+
+        buf = Buffer()
+        buf.header.nent = n
+        for k, e in zip(buf.entries, entries, strict=True):
+            k.function, k.index, k.flags = e.function, e.index, e.flags
+            k.eax, k.ebx, k.ecx, k.edx = e.eax, e.ebx, e.ecx, e.edx
+        ioctl(self.fd, abi.KVM_SET_CPUID2, buf)
+
+    def set_msrs(self, msrs: dict[int, int]) -> None:
+        n = len(msrs)
+
+        class Buffer(ctypes.Structure):
+            _fields_ = [("header", abi.kvm_msrs), ("entries", abi.kvm_msr_entry * n)]
+
+        buf = Buffer()
+        buf.header.nmsrs = n
+        for k, (index, value) in zip(buf.entries, msrs.items(), strict=True):
+            k.index, k.data = index, value
+        done = ioctl(self.fd, abi.KVM_SET_MSRS, buf)
+        if done != n:
+            failed = list(msrs)[done]
+            raise HypervisorError(f"KVM_SET_MSRS: MSR {failed:#x} was refused")
+
+    def get_msrs(self, indices: list[int]) -> dict[int, int]:
+        n = len(indices)
+
+        class Buffer(ctypes.Structure):
+            _fields_ = [("header", abi.kvm_msrs), ("entries", abi.kvm_msr_entry * n)]
+
+        buf = Buffer()
+        buf.header.nmsrs = n
+        for k, index in zip(buf.entries, indices, strict=True):
+            k.index = index
+        done = ioctl(self.fd, abi.KVM_GET_MSRS, buf)
+        return {int(k.index): int(k.data) for k in buf.entries[:done]}
+
+    def setup_fpu(self) -> None:
+        # The x87 control word and MXCSR as after FNINIT/reset (SDM Vol. 1 §8.1.5, §10.2.3.1).
+        fpu = abi.kvm_fpu(fcw=0x37F, mxcsr=0x1F80)
+        ioctl(self.fd, abi.KVM_SET_FPU, fpu)
+
+    def setup_lapic(self) -> None:
+        """LINT0 = ExtINT (the legacy PIC's output) and LINT1 = NMI, as a PC BIOS leaves them."""
+        lapic = abi.kvm_lapic_state()
+        ioctl(self.fd, abi.KVM_GET_LAPIC, lapic)
+        regs = (ctypes.c_char * 1024).from_buffer(lapic)
+        for offset, mode in (
+            (abi.APIC_LVT_LINT0, abi.APIC_MODE_EXTINT),
+            (abi.APIC_LVT_LINT1, abi.APIC_MODE_NMI),
+        ):
+            value = struct.unpack_from("<I", regs, offset)[0]
+            value = (value & ~0x700) | (mode << 8)  # delivery mode, bits 10:8
+            struct.pack_into("<I", regs, offset, value)
+        ioctl(self.fd, abi.KVM_SET_LAPIC, lapic)
+
+    # --- running -------------------------------------------------------------------------------------
+    def set_immediate_exit(self, value: bool) -> None:
+        self._run[abi.KVM_RUN_IMMEDIATE_EXIT_OFFSET] = int(value)
+
+    def run(self, ops: VmOps) -> VcpuExit:
+        """Enter the guest until an exit the vCPU loop must see; PIO and MMIO are handled here."""
+        run = self._run
+        fd = self.fd
+        kvm_ioctl = self._ioctl
+        unpack = struct.unpack_from
+        counts = self.exit_counts
+        while True:
+            if kvm_ioctl(fd, abi.KVM_RUN, None) < 0:
+                err = get_errno()
+                if err in (_EINTR, _EAGAIN):
+                    return VcpuExit.INTERRUPTED
+                raise VcpuError(f"vcpu{self.index}: KVM_RUN failed: errno {err}")
+            reason = unpack("<I", run, abi.KVM_RUN_EXIT_REASON_OFFSET)[0]
+            if reason == abi.KVM_EXIT_IO:
+                counts["io"] += 1
+                direction, size, port, count, offset = unpack(
+                    abi.KVM_RUN_IO_FORMAT, run, abi.KVM_RUN_EXIT_UNION_OFFSET
+                )
+                if direction == abi.KVM_EXIT_IO_OUT:
+                    for _ in range(count):
+                        ops.pio_write(port, size, int.from_bytes(run[offset : offset + size], "little"))
+                        offset += size
+                else:
+                    mask = (1 << (8 * size)) - 1
+                    for _ in range(count):
+                        run[offset : offset + size] = (ops.pio_read(port, size) & mask).to_bytes(
+                            size, "little"
+                        )
+                        offset += size
+            elif reason == abi.KVM_EXIT_MMIO:
+                counts["mmio"] += 1
+                addr = unpack("<Q", run, abi.KVM_RUN_MMIO_ADDR_OFFSET)[0]
+                size = unpack("<I", run, abi.KVM_RUN_MMIO_LEN_OFFSET)[0]
+                if size not in (1, 2, 4, 8):
+                    raise VcpuError(f"vcpu{self.index}: MMIO access of {size} bytes at {addr:#x}")
+                data = abi.KVM_RUN_MMIO_DATA_OFFSET
+                if run[abi.KVM_RUN_MMIO_IS_WRITE_OFFSET]:
+                    ops.mmio_write(addr, size, int.from_bytes(run[data : data + size], "little"))
+                else:
+                    value = ops.mmio_read(addr, size) & ((1 << (8 * size)) - 1)
+                    run[data : data + size] = value.to_bytes(size, "little")
+            else:
+                counts["other"] += 1
+                return self._slow_exit(reason)
+
+    def _slow_exit(self, reason: int) -> VcpuExit:
+        run = self._run
+        union = abi.KVM_RUN_EXIT_UNION_OFFSET
+        if reason == abi.KVM_EXIT_INTR:
+            return VcpuExit.INTERRUPTED
+        if reason == abi.KVM_EXIT_HLT:
+            return VcpuExit.HALT
+        if reason == abi.KVM_EXIT_SHUTDOWN:
+            # A triple fault: a PC resets (SDM Vol. 3A §6.15, "Interrupt 8—Double Fault Exception").
+            log.info("vcpu%d: triple fault at rip=%#x, resetting", self.index, self._rip())
+            return VcpuExit.RESET
+        if reason == abi.KVM_EXIT_SYSTEM_EVENT:
+            kind, _ = struct.unpack_from(abi.KVM_RUN_SYSTEM_EVENT_FORMAT, run, union)
+            if kind == abi.KVM_SYSTEM_EVENT_RESET:
+                return VcpuExit.RESET
+            if kind in (abi.KVM_SYSTEM_EVENT_SHUTDOWN, abi.KVM_SYSTEM_EVENT_CRASH):
+                return VcpuExit.SHUTDOWN
+            raise VcpuError(f"vcpu{self.index}: unknown system event {kind}")
+        if reason == abi.KVM_EXIT_INTERNAL_ERROR:
+            suberror, ndata = struct.unpack_from(abi.KVM_RUN_INTERNAL_FORMAT, run, union)
+            data = struct.unpack_from(f"<{min(ndata, 16)}Q", run, union + 8)
+            raise VcpuError(
+                f"vcpu{self.index}: KVM internal error {suberror} at rip={self._rip():#x} "
+                f"data={[hex(d) for d in data]}"
+            )
+        if reason == abi.KVM_EXIT_FAIL_ENTRY:
+            hw_reason, cpu = struct.unpack_from(abi.KVM_RUN_FAIL_ENTRY_FORMAT, run, union)
+            raise VcpuError(f"vcpu{self.index}: VM entry failed: hardware reason {hw_reason:#x} on cpu {cpu}")
+        raise VcpuError(f"vcpu{self.index}: unexpected KVM exit reason {reason} at rip={self._rip():#x}")
+
+    def _rip(self) -> int:
+        try:
+            return self.get_regs().rip
+        except OSError:
+            return -1
+
+    def close(self) -> None:
+        self._run.release()
+        self._run_map.close()
+        import os
+
+        os.close(self.fd)

@@ -1,0 +1,85 @@
+"""A KVM VM fd: memory slots, in-kernel irqchip and PIT, interrupt lines, irqfd/ioeventfd, vCPU creation."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aovisor.arch.x86_64 import layout
+from aovisor.hypervisor.base import CpuidEntry
+from aovisor.hypervisor.kvm import abi
+from aovisor.hypervisor.syscalls import ioctl
+
+if TYPE_CHECKING:
+    from aovisor.hypervisor.kvm.system import Kvm
+    from aovisor.hypervisor.kvm.vcpu import KvmVcpu
+
+
+class KvmVm:
+    def __init__(self, kvm: Kvm) -> None:
+        self.kvm = kvm
+        self.fd = ioctl(kvm.fd, abi.KVM_CREATE_VM, 0)
+        os.set_inheritable(self.fd, False)
+        # VMX needs a TSS and an identity-map page inside the guest physical space but outside RAM; SVM
+        # ignores them.  Place them at the top of the MMIO hole, as QEMU and Firecracker do.
+        ioctl(self.fd, abi.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(layout.KVM_IDENTITY_MAP_START))
+        ioctl(self.fd, abi.KVM_SET_TSS_ADDR, layout.KVM_TSS_START)
+        # In-kernel PIC + IOAPIC + LAPICs and PIT: interrupt delivery and HLT never exit to Python.
+        ioctl(self.fd, abi.KVM_CREATE_IRQCHIP, 0)
+        pit = abi.kvm_pit_config(flags=abi.KVM_PIT_SPEAKER_DUMMY)
+        ioctl(self.fd, abi.KVM_CREATE_PIT2, pit)
+        self._irq_level = abi.kvm_irq_level()
+
+    def map_memory(self, slot: int, gpa: int, size: int, host_address: int, readonly: bool = False) -> None:
+        region = abi.kvm_userspace_memory_region(
+            slot=slot,
+            flags=abi.KVM_MEM_READONLY if readonly else 0,
+            guest_phys_addr=gpa,
+            memory_size=size,
+            userspace_addr=host_address,
+        )
+        ioctl(self.fd, abi.KVM_SET_USER_MEMORY_REGION, region)
+
+    def set_irq_line(self, gsi: int, level: bool) -> None:
+        """KVM_IRQ_LINE: drive an in-kernel PIC/IOAPIC input (GSI ``gsi``) to ``level``."""
+        req = abi.kvm_irq_level(irq=gsi, level=int(level))
+        ioctl(self.fd, abi.KVM_IRQ_LINE, req)
+
+    def irq_line(self, gsi: int) -> Callable[[bool], None]:
+        def set_level(level: bool) -> None:
+            self.set_irq_line(gsi, level)
+
+        return set_level
+
+    def register_irqfd(self, eventfd: int, gsi: int) -> None:
+        ioctl(self.fd, abi.KVM_IRQFD, abi.kvm_irqfd(fd=eventfd, gsi=gsi))
+
+    def register_ioeventfd(
+        self, eventfd: int, addr: int, length: int, *, pio: bool = False, datamatch: int | None = None
+    ) -> None:
+        flags = (abi.KVM_IOEVENTFD_FLAG_PIO if pio else 0) | (
+            abi.KVM_IOEVENTFD_FLAG_DATAMATCH if datamatch is not None else 0
+        )
+        req = abi.kvm_ioeventfd(datamatch=datamatch or 0, addr=addr, len=length, fd=eventfd, flags=flags)
+        ioctl(self.fd, abi.KVM_IOEVENTFD, req)
+
+    def get_clock(self) -> int:
+        data = abi.kvm_clock_data()
+        ioctl(self.fd, abi.KVM_GET_CLOCK, data)
+        return int(data.clock)
+
+    def set_clock(self, clock: int) -> None:
+        ioctl(self.fd, abi.KVM_SET_CLOCK, abi.kvm_clock_data(clock=clock))
+
+    def supported_cpuid(self) -> list[CpuidEntry]:
+        return self.kvm.supported_cpuid()
+
+    def create_vcpu(self, index: int) -> KvmVcpu:
+        from aovisor.hypervisor.kvm.vcpu import KvmVcpu
+
+        return KvmVcpu(self, index)
+
+    def close(self) -> None:
+        os.close(self.fd)

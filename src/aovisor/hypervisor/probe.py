@@ -1,0 +1,28 @@
+"""Pick a hypervisor backend: the one asked for, else KVM if /dev/kvm exists, else MSHV (as CH probes)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from aovisor.errors import HypervisorError
+
+if TYPE_CHECKING:
+    from aovisor.hypervisor.kvm.system import Kvm
+
+
+def open_hypervisor(name: str | None = None) -> Kvm:
+    if name is None:
+        if os.path.exists("/dev/kvm"):
+            name = "kvm"
+        elif os.path.exists("/dev/mshv"):
+            name = "mshv"
+        else:
+            raise HypervisorError("no hypervisor found: neither /dev/kvm nor /dev/mshv exists")
+    if name == "kvm":
+        from aovisor.hypervisor.kvm.system import Kvm
+
+        return Kvm()
+    if name == "mshv":
+        raise HypervisorError("the MSHV backend is not implemented yet")
+    raise HypervisorError(f"unknown hypervisor {name!r} (kvm or mshv)")

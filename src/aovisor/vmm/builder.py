@@ -1,0 +1,137 @@
+"""The recipe that turns a :class:`VmConfig` into a runnable :class:`VirtualMachine`.
+
+Read :func:`build_vm` top to bottom: it is the whole machine, one ``attach_*`` step at a time (the shape of
+Firecracker's ``builder.rs``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aovisor.arch.x86_64 import layout
+from aovisor.memory import GuestMemory
+from aovisor.vmm.vm import VirtualMachine
+
+if TYPE_CHECKING:
+    from aovisor.config import VmConfig
+    from aovisor.hypervisor.kvm.system import Kvm
+    from aovisor.loader import BootInfo
+    from aovisor.vmm.serial_io import SerialEndpoint
+
+log = logging.getLogger(__name__)
+
+
+def build_vm(config: VmConfig, hypervisor: Kvm, serial: SerialEndpoint) -> VirtualMachine:
+    memory = GuestMemory.with_hole(config.memory.size, layout.MMIO_HOLE_START, layout.MMIO_HOLE_END)
+    vm = VirtualMachine(config, hypervisor.create_vm(), memory)
+    try:
+        attach_memory(vm)
+        attach_legacy_devices(vm, serial)
+        attach_pci_root(vm)
+        rsdp_gpa = attach_acpi_tables(vm)
+        boot = load_payload(vm, rsdp_gpa)
+        create_vcpus(vm, boot)
+    except BaseException:
+        vm.close()
+        raise
+    return vm
+
+
+def attach_memory(vm: VirtualMachine) -> None:
+    for slot, region in enumerate(vm.memory):
+        vm.hv_vm.map_memory(slot, region.gpa, region.size, region.host_address)
+
+
+def attach_legacy_devices(vm: VirtualMachine, serial: SerialEndpoint) -> None:
+    """The PC platform devices a guest expects at fixed ports (layout.py)."""
+    from aovisor.devices.legacy.acpi_pm import AcpiPmDevice
+    from aovisor.devices.legacy.cmos import Cmos
+    from aovisor.devices.legacy.i8042 import I8042
+    from aovisor.devices.legacy.post import PostCode
+
+    if serial.enabled:
+        from aovisor.devices.legacy.serial import Serial16550
+
+        com1 = Serial16550(irq=_IrqPin(vm, layout.IRQ_COM1), out=serial.write)
+        vm.pio_bus.insert(com1, layout.PORT_COM1, 8)
+        serial.attach_input(com1.enqueue_input)
+        vm.devices["com1"] = com1
+
+    vm.pio_bus.insert(I8042(reset=vm.reset), layout.PORT_I8042_DATA, 5)
+    below, above = _ram_below_above_4g(vm.memory)
+    vm.pio_bus.insert(Cmos(mem_below_4g=below, mem_above_4g=above), layout.PORT_CMOS, 2)
+    vm.pio_bus.insert(PostCode(), layout.PORT_POST, 1)
+    vm.pio_bus.insert(
+        AcpiPmDevice(poweroff=vm.poweroff, reset=vm.reset), layout.PORT_ACPI_PM, layout.ACPI_PM_SIZE
+    )
+
+
+def attach_pci_root(vm: VirtualMachine) -> None:
+    from aovisor.devices.pci.root import PciRoot
+
+    root = PciRoot(reset=vm.reset)
+    vm.pio_bus.insert(root, layout.PORT_PCI_CONFIG, 8)
+    vm.devices["pci"] = root
+
+
+def attach_acpi_tables(vm: VirtualMachine) -> int:
+    from aovisor.arch.x86_64.acpi import AcpiConfig, build_acpi
+
+    blob = build_acpi(AcpiConfig(n_cpus=vm.config.cpus.boot_vcpus), layout.ACPI_START)
+    vm.memory.write(layout.ACPI_START, blob.data)
+    return blob.rsdp_gpa
+
+
+def load_payload(vm: VirtualMachine, rsdp_gpa: int) -> BootInfo:
+    from aovisor.loader import load_kernel
+
+    payload = vm.config.payload
+    return load_kernel(
+        vm.memory,
+        payload.kernel,
+        cmdline=payload.cmdline,
+        initramfs=payload.initramfs,
+        rsdp_gpa=rsdp_gpa,
+    )
+
+
+def create_vcpus(vm: VirtualMachine, boot: BootInfo) -> None:
+    """Create every boot vCPU with CPUID, MSRs, FPU and LAPIC set; only the BSP gets boot registers — the
+    APs wait for INIT/SIPI from the guest in the in-kernel LAPIC."""
+    from aovisor.arch.x86_64 import cpuid, msrs, regs
+
+    count = vm.config.cpus.boot_vcpus
+    supported = vm.hv_vm.supported_cpuid()
+    for index in range(count):
+        vcpu = vm.hv_vm.create_vcpu(index)
+        vm.vcpus.append(vcpu)
+        vcpu.set_cpuid(cpuid.vcpu_cpuid(supported, index, count))
+        vcpu.set_msrs(msrs.boot_msrs())
+        vcpu.setup_fpu()
+        vcpu.setup_lapic()
+    bsp = vm.vcpus[0]
+    if boot.protocol == "pvh":
+        r, s = regs.pvh_boot_state(vm.memory, boot.entry, boot.boot_struct_gpa, bsp.get_sregs())
+    else:
+        r, s = regs.linux64_boot_state(vm.memory, boot.entry, boot.boot_struct_gpa, bsp.get_sregs())
+    bsp.set_sregs(s)
+    bsp.set_regs(r)
+
+
+class _IrqPin:
+    """An IOAPIC/PIC input driven through KVM_IRQ_LINE, acting only on level changes."""
+
+    def __init__(self, vm: VirtualMachine, gsi: int) -> None:
+        self._set = vm.hv_vm.irq_line(gsi)
+        self._level = False
+
+    def set_level(self, level: bool) -> None:
+        if level != self._level:
+            self._level = level
+            self._set(level)
+
+
+def _ram_below_above_4g(memory: GuestMemory) -> tuple[int, int]:
+    below = sum(r.size for r in memory if r.gpa < layout.MMIO_HOLE_END)
+    return below, memory.total_size - below

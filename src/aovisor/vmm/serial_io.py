@@ -1,0 +1,105 @@
+"""Where a serial port's bytes go and come from: this process's terminal, a file, or nowhere.
+
+This endpoint lives as long as the process (it survives guest reboots); each new VM's UART is attached to it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import sys
+import termios
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from aovisor.config import OutputConfig, OutputMode
+from aovisor.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class SerialEndpoint:
+    def __init__(self, cfg: OutputConfig, option: str = "--serial") -> None:
+        self.mode = cfg.mode
+        self._out_fd: int | None = None
+        self._own_fd = False
+        self._saved_tty: list[Any] | None = None
+        self._target: Callable[[bytes], object] | None = None
+        self._reader: threading.Thread | None = None
+        if cfg.mode is OutputMode.TTY:
+            self._out_fd = sys.stdout.fileno()
+        elif cfg.mode is OutputMode.FILE:
+            assert cfg.file is not None
+            try:
+                self._out_fd = os.open(cfg.file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            except OSError as e:
+                raise ConfigError(f"{option}: file={cfg.file}: {e.strerror}") from None
+            self._own_fd = True
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode is not OutputMode.OFF
+
+    def write(self, data: bytes) -> None:
+        fd = self._out_fd
+        if fd is None:
+            return
+        try:
+            while data:
+                n = os.write(fd, data)
+                data = data[n:]
+        except OSError as e:  # a closed terminal or full disk must not take the guest down
+            log.debug("serial output dropped: %s", e)
+
+    def attach_input(self, target: Callable[[bytes], object]) -> None:
+        """Deliver terminal input to ``target`` (the current VM's UART); starts the reader once."""
+        self._target = target
+        if self.mode is not OutputMode.TTY or self._reader is not None:
+            return
+        stdin = sys.stdin.fileno() if sys.stdin is not None else -1
+        if stdin < 0:
+            return
+        if os.isatty(stdin):
+            self._enter_raw_mode(stdin)
+        self._reader = threading.Thread(target=self._read_loop, args=(stdin,), name="serial-in", daemon=True)
+        self._reader.start()
+
+    def _enter_raw_mode(self, fd: int) -> None:
+        """Raw input (keys, Ctrl-C included, go to the guest); output post-processing stays on."""
+        saved = termios.tcgetattr(fd)
+        mode = termios.tcgetattr(fd)
+        mode[0] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP | termios.IXON)
+        mode[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
+        mode[6][termios.VMIN] = 1
+        mode[6][termios.VTIME] = 0
+        termios.tcsetattr(fd, termios.TCSAFLUSH, mode)
+        self._saved_tty = saved
+        atexit.register(self._restore_tty, fd)
+
+    def _restore_tty(self, fd: int) -> None:
+        if self._saved_tty is not None:
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(fd, termios.TCSAFLUSH, self._saved_tty)
+            self._saved_tty = None
+
+    def _read_loop(self, fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            target = self._target
+            if target is not None:
+                target(data)
+
+    def close(self) -> None:
+        if sys.stdin is not None and self._saved_tty is not None:
+            self._restore_tty(sys.stdin.fileno())
+        if self._own_fd and self._out_fd is not None:
+            os.close(self._out_fd)
+            self._out_fd = None

@@ -1,0 +1,60 @@
+"""The vCPU loop: one OS thread per vCPU, named ``vcpuN``, running the backend's ``run`` until stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from typing import TYPE_CHECKING
+
+from aovisor.hypervisor.base import VcpuExit
+from aovisor.hypervisor.syscalls import set_thread_name
+
+if TYPE_CHECKING:
+    from aovisor.hypervisor.kvm.vcpu import KvmVcpu
+    from aovisor.vmm.vm import VirtualMachine
+
+log = logging.getLogger(__name__)
+
+
+class VcpuThread(threading.Thread):
+    def __init__(self, vm: VirtualMachine, vcpu: KvmVcpu) -> None:
+        super().__init__(name=f"vcpu{vcpu.index}", daemon=True)
+        self.vm = vm
+        self.vcpu = vcpu
+
+    def kick(self) -> None:
+        """Make the vCPU leave the hypervisor: ``immediate_exit`` covers the window before KVM_RUN is
+        entered, the signal interrupts a KVM_RUN already running (Documentation/virt/kvm/api.rst)."""
+        from aovisor.vmm.vm import KICK_SIGNAL
+
+        self.vcpu.set_immediate_exit(True)
+        ident = self.ident
+        if ident is not None and self.is_alive() and threading.get_ident() != ident:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pthread_kill(ident, KICK_SIGNAL)
+
+    def run(self) -> None:
+        set_thread_name(self.name)
+        vm, vcpu, ops = self.vm, self.vcpu, self.vm.ops
+        try:
+            while not vm.stopping:
+                exit_ = vcpu.run(ops)
+                if exit_ is VcpuExit.INTERRUPTED:
+                    # Clear before re-checking the stop flag: a kick arriving after the check sets it again.
+                    vcpu.set_immediate_exit(False)
+                elif exit_ is VcpuExit.RESET:
+                    vm.reset()
+                elif exit_ is VcpuExit.SHUTDOWN:
+                    vm.poweroff()
+                elif exit_ is VcpuExit.HALT:
+                    # Only without an in-kernel irqchip; ours always has one, so a HALT exit means the
+                    # guest halted with nothing that could wake it.
+                    log.warning("vcpu%d halted with no way to wake up", vcpu.index)
+                    vm.poweroff()
+        except BaseException as e:  # a vCPU error stops the VM, never hangs it
+            log.error("vcpu%d: %s", vcpu.index, e)
+            from aovisor.vmm.vm import ExitReason
+
+            vm.request_exit(ExitReason.ERROR, e)

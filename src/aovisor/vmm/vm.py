@@ -1,0 +1,134 @@
+"""A built virtual machine: guest memory, buses, devices and vCPU threads, and how it stops.
+
+The VM runs until something requests an exit (:meth:`VirtualMachine.request_exit`): the guest powering off
+through the ACPI sleep register, a reset (i8042, 0xCF9, ACPI reset register, triple fault), or an error on a
+vCPU thread.  The first request wins; every vCPU is then kicked out of the hypervisor and joined.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aovisor.devices.bus import Bus
+
+if TYPE_CHECKING:
+    from aovisor.config import VmConfig
+    from aovisor.hypervisor.kvm.vcpu import KvmVcpu
+    from aovisor.hypervisor.kvm.vm import KvmVm
+    from aovisor.memory import GuestMemory
+    from aovisor.vmm.vcpu import VcpuThread
+
+log = logging.getLogger(__name__)
+
+# The signal that kicks a vCPU thread out of KVM_RUN.  Its handler does nothing: the point is that the
+# blocking ioctl returns EINTR in that thread.  (A real-time signal, as Cloud Hypervisor uses SIGRTMIN.)
+KICK_SIGNAL = signal.SIGRTMIN
+
+
+def install_kick_handler() -> None:
+    """Install the no-op kick handler; must run in the main thread before vCPU threads start."""
+    if signal.getsignal(KICK_SIGNAL) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        signal.signal(KICK_SIGNAL, lambda _sig, _frame: None)
+
+
+class ExitReason(enum.Enum):
+    POWEROFF = "poweroff"
+    RESET = "reset"
+    ERROR = "error"
+
+
+@dataclass
+class BusOps:
+    """The VmOps a backend calls: the buses' own bound methods, with no extra call layer in between."""
+
+    pio_read: Callable[[int, int], int]
+    pio_write: Callable[[int, int, int], None]
+    mmio_read: Callable[[int, int], int]
+    mmio_write: Callable[[int, int, int], None]
+
+
+class VirtualMachine:
+    def __init__(self, config: VmConfig, hv_vm: KvmVm, memory: GuestMemory) -> None:
+        self.config = config
+        self.hv_vm = hv_vm
+        self.memory = memory
+        self.pio_bus = Bus("pio")
+        self.mmio_bus = Bus("mmio")
+        self.ops = BusOps(self.pio_bus.read, self.pio_bus.write, self.mmio_bus.read, self.mmio_bus.write)
+        self.vcpus: list[KvmVcpu] = []
+        self.threads: list[VcpuThread] = []
+        self.devices: dict[str, object] = {}
+        self._exit = threading.Event()
+        self._exit_lock = threading.Lock()
+        self.exit_reason: ExitReason | None = None
+        self.exit_error: BaseException | None = None
+        self.stopping = False
+        self._closers: list[Callable[[], None]] = []
+
+    # --- stopping ------------------------------------------------------------------------------------
+    def request_exit(self, reason: ExitReason, error: BaseException | None = None) -> None:
+        """Ask the VM to stop (callable from any thread, including a vCPU inside a device callback)."""
+        with self._exit_lock:
+            if self.exit_reason is not None:
+                return
+            self.exit_reason = reason
+            self.exit_error = error
+            self.stopping = True
+        log.debug("exit requested: %s", reason.value)
+        self.kick_all()
+        self._exit.set()
+
+    def poweroff(self) -> None:
+        self.request_exit(ExitReason.POWEROFF)
+
+    def reset(self) -> None:
+        self.request_exit(ExitReason.RESET)
+
+    def kick_all(self) -> None:
+        for thread in self.threads:
+            thread.kick()
+
+    # --- running -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        from aovisor.vmm.vcpu import VcpuThread
+
+        install_kick_handler()
+        self.threads = [VcpuThread(self, vcpu) for vcpu in self.vcpus]
+        for thread in self.threads:
+            thread.start()
+
+    def wait(self, timeout: float | None = None) -> ExitReason | None:
+        """Block until an exit is requested; then stop and join every vCPU thread."""
+        if not self._exit.wait(timeout):
+            return None
+        self.join_vcpus()
+        return self.exit_reason
+
+    def join_vcpus(self) -> None:
+        for thread in self.threads:
+            while thread.is_alive():
+                thread.kick()
+                thread.join(0.05)
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        self._closers.append(closer)
+
+    def close(self) -> None:
+        if not self.stopping:
+            self.request_exit(ExitReason.POWEROFF)
+        self.join_vcpus()
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception:  # teardown must go on
+                log.exception("error while closing the VM")
+        for vcpu in self.vcpus:
+            vcpu.close()
+        self.hv_vm.close()
+        self.memory.close()

@@ -1,0 +1,467 @@
+"""The ``aovisor`` command line: Cloud Hypervisor's options -> a validated :class:`VmConfig` -> the VM runner.
+
+Exit status: what the runner returns when the VM ran; 2 when the command line is wrong (unknown, malformed
+or not-yet-supported option, missing kernel file...); 1 when starting or running the VM fails; 130 on Ctrl-C.
+Every user error is one line on stderr, ``aovisor: error: <message>``, never a traceback.
+
+Startup is benchmarked against QEMU, so imports are deferred: ``--version`` loads nothing but this module and
+the option grammar; argparse is imported to parse; the VMM only once the configuration is valid.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from aovisor import __version__
+from aovisor.cli.options import OptionParser, ParsedOptions
+from aovisor.errors import AovisorError, ConfigError
+
+# Annotation-only imports, kept off the startup path (mypy treats any `TYPE_CHECKING` name as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    import logging
+    from collections.abc import Sequence
+    from pathlib import Path
+    from typing import NoReturn
+
+    from aovisor.config import CpusConfig, MemoryConfig, OutputConfig, VmConfig
+
+PROG = "aovisor"
+HYPERVISOR_ENV = "AOVISOR_HYPERVISOR"
+HYPERVISORS = ("kvm", "mshv")
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process ended by Ctrl-C
+
+# The keys of Cloud Hypervisor's grammar (vmm/src/config.rs), so that a valid CH key we do not implement yet
+# is reported as "not yet supported" rather than "unknown".
+CPUS_OPTION = OptionParser(
+    "--cpus",
+    keys=(
+        "boot",
+        "max",
+        "topology",
+        "kvm_hyperv",
+        "max_phys_bits",
+        "affinity",
+        "features",
+        "nested",
+        "core_scheduling",
+        "profile",
+    ),
+)
+MEMORY_OPTION = OptionParser(
+    "--memory",
+    keys=(
+        "size",
+        "mergeable",
+        "shared",
+        "hugepages",
+        "hugepage_size",
+        "hotplug_method",
+        "hotplug_size",
+        "hotplugged_size",
+        "prefault",
+        "reserve",
+        "thp",
+        "file",
+    ),
+)
+_OUTPUT_FLAGS = ("off", "null", "tty", "pty")
+_OUTPUT_KEYS = ("file", "socket")
+SERIAL_OPTION = OptionParser("--serial", keys=_OUTPUT_KEYS, flags=_OUTPUT_FLAGS)
+CONSOLE_OPTION = OptionParser(
+    "--console", keys=(*_OUTPUT_KEYS, "iommu", "id", "pci_segment", "pci_device_id"), flags=_OUTPUT_FLAGS
+)
+
+# Cloud Hypervisor options that later work will implement.  They are not argparse arguments (building the
+# parser is on the startup path); an unrecognized argument that names one is reported as "not yet supported".
+LATER_OPTIONS = (
+    "--disk",
+    "--net",
+    "--rng",
+    "--vsock",
+    "--fs",
+    "--pmem",
+    "--api-socket",
+    "--event-monitor",
+    "--restore",
+    "--firmware",
+    "--balloon",
+    "--device",
+    "--user-device",
+    "--vdpa",
+    "--numa",
+    "--memory-zone",
+    "--pci-segment",
+    "--platform",
+    "--tpm",
+    "--watchdog",
+    "--pvpanic",
+    "--rate-limit-group",
+    "--debug-console",
+    "--gdb",
+    "--landlock",
+    "--landlock-rules",
+    "--log-format",
+    "--no-shutdown",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``aovisor`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    started = time.time()
+    args = sys.argv[1:] if argv is None else list(argv)
+    # libvirt probes `--version` to gate features: answer it without even importing argparse.
+    if args in (["--version"], ["-V"]):
+        return _print_version()
+    try:
+        namespace = parse_namespace(args)
+        if namespace.version:
+            return _print_version()
+        config = build_config(namespace)
+        log_handler = _setup_logging(namespace.verbose, namespace.log_file, started)
+    except _ParserExit as e:  # --help: argparse already printed it
+        return e.status
+    except AovisorError as e:
+        return _fail(e, EXIT_USAGE)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    try:
+        # Imported only now: a bad command line must fail fast, without loading the VMM.
+        from aovisor.vmm.runner import run_vm
+
+        return run_vm(config)
+    except AovisorError as e:
+        _log_traceback()
+        return _fail(e, EXIT_FAILURE)
+    except OSError as e:  # the host refused something (/dev/kvm, a file): the user can act on it
+        _log_traceback()
+        return _fail(e, EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        _teardown_logging(log_handler)
+
+
+def parse_args(argv: Sequence[str]) -> VmConfig:
+    """The validated :class:`VmConfig` that ``argv`` describes; raises :class:`ConfigError` otherwise.
+
+    Logging options and ``--version`` are accepted and ignored here (see :func:`main`).
+    """
+    try:
+        return build_config(parse_namespace(argv))
+    except _ParserExit as e:
+        raise ConfigError(f"argument parsing stopped (status {e.status})") from None
+
+
+def parse_namespace(argv: Sequence[str]) -> argparse.Namespace:
+    """argparse's view of ``argv``; a usage error raises :class:`ConfigError` (argparse does not exit)."""
+    namespace, unrecognized = _argument_parser().parse_known_args(list(argv))
+    for token in unrecognized:
+        option = token.partition("=")[0]
+        if option in LATER_OPTIONS:
+            raise ConfigError(f"{option} is not yet supported")
+    if unrecognized:
+        raise ConfigError(f"unrecognized arguments: {' '.join(unrecognized)} (see {PROG} --help)")
+    # No seccomp filter is installed: exactly what Cloud Hypervisor's `--seccomp false` asks for.
+    if namespace.seccomp not in (None, "false"):
+        raise ConfigError(f"--seccomp {namespace.seccomp} is not yet supported (only --seccomp false)")
+    return namespace
+
+
+def build_config(namespace: argparse.Namespace) -> VmConfig:
+    """Turn parsed arguments into a validated :class:`VmConfig`; every error names its option."""
+    from dataclasses import replace
+
+    from aovisor.config import PayloadConfig, VmConfig
+
+    # The option grammars first: they are pure syntax, and their errors point at the typo.
+    cpus = None if namespace.cpus is None else cpus_config(namespace.cpus)
+    memory = None if namespace.memory is None else memory_config(namespace.memory)
+    serial = None if namespace.serial is None else serial_config(namespace.serial)
+    console = None if namespace.console is None else console_config(namespace.console)
+    hypervisor = _hypervisor(namespace.hypervisor)
+
+    if namespace.kernel is None:
+        raise ConfigError("missing --kernel: give the guest kernel to boot (an ELF vmlinux or a bzImage)")
+    payload = PayloadConfig(
+        kernel=_readable_file("--kernel", namespace.kernel),
+        initramfs=None if namespace.initramfs is None else _readable_file("--initramfs", namespace.initramfs),
+        cmdline=namespace.cmdline or "",
+    )
+    config = VmConfig(payload=payload, hypervisor=hypervisor)
+    if cpus is not None:
+        config = replace(config, cpus=cpus)
+    if memory is not None:
+        config = replace(config, memory=memory)
+    if serial is not None:
+        config = replace(config, serial=serial)
+    if console is not None:
+        config = replace(config, console=console)
+    config.validate()
+    return config
+
+
+def cpus_config(text: str) -> CpusConfig:
+    """``--cpus boot=N[,max=M,...]``; only what we implement is accepted, the rest is "not yet supported"."""
+    from aovisor.config import CpusConfig
+
+    opts = CPUS_OPTION.parse(text)
+    boot = opts.get_int("boot", 1)
+    max_vcpus = opts.get_int("max", boot)
+    if max_vcpus > boot:
+        raise ConfigError(f"--cpus: max={max_vcpus} above boot={boot} (vCPU hotplug) is not yet supported")
+    # Off is what we do (no Hyper-V enlightenments, no VMX/SVM in CPUID), so only `on` is refused.
+    _refuse_if_true(opts, "kvm_hyperv", "nested")
+    _refuse_if_given(opts, "topology", "max_phys_bits", "affinity", "features", "core_scheduling", "profile")
+    return CpusConfig(boot_vcpus=boot, max_vcpus=max_vcpus)
+
+
+def memory_config(text: str) -> MemoryConfig:
+    """``--memory size=...[,...]``; only what we implement is accepted, the rest is "not yet supported"."""
+    from aovisor.config import DEFAULT_MEMORY, MemoryConfig
+
+    opts = MEMORY_OPTION.parse(text)
+    size = opts.get_size("size", DEFAULT_MEMORY)
+    # Off is what we do (private anonymous memory, no KSM, no huge pages, no prefault, no madvise).
+    _refuse_if_true(opts, "mergeable", "shared", "hugepages", "prefault", "reserve", "thp")
+    for key in ("hugepage_size", "hotplug_size", "hotplugged_size"):
+        opts.get_size(key, 0)  # a malformed size is reported as such before "not yet supported"
+    if opts.get_choice("hotplug_method", ("acpi", "virtio-mem"), "acpi") != "acpi":
+        raise ConfigError("--memory: hotplug_method=virtio-mem is not yet supported")
+    _refuse_if_given(opts, "hugepage_size", "hotplug_size", "hotplugged_size", "file")
+    return MemoryConfig(size=size)
+
+
+def serial_config(text: str) -> OutputConfig:
+    """``--serial off|null|tty|file=PATH`` (``pty`` and ``socket=PATH`` are not yet supported)."""
+    return _output_config(SERIAL_OPTION, text, supported=("off", "null", "tty", "file"))
+
+
+def console_config(text: str) -> OutputConfig:
+    """``--console off|null``: the virtio-console device does not exist yet, so nothing else is supported."""
+    return _output_config(CONSOLE_OPTION, text, supported=("off", "null"))
+
+
+def _output_config(parser: OptionParser, text: str, supported: tuple[str, ...]) -> OutputConfig:
+    from pathlib import Path
+
+    from aovisor.config import OutputConfig, OutputMode
+
+    opts = parser.parse(text)
+    option = parser.option
+    modes = [key for key in opts.given() if key in (*_OUTPUT_FLAGS, *_OUTPUT_KEYS)]
+    if not modes:
+        raise ConfigError(f"{option}: give one of off, null, tty, pty, file=PATH, socket=PATH")
+    if len(modes) > 1:
+        raise ConfigError(f"{option}: give one mode, not both {modes[0]!r} and {modes[1]!r}")
+    mode = modes[0]
+    if mode not in supported:
+        hint = " (no virtio-console yet: the serial port is the console)" if option == "--console" else ""
+        raise ConfigError(f"{option}: {mode} is not yet supported{hint}")
+    _refuse_if_given(opts, *(key for key in opts.given() if key != mode))
+    if mode != "file":
+        return OutputConfig(OutputMode(mode))
+    path = opts.get_str("file")
+    if path is None:
+        raise opts.error("file", "needs a path (file=PATH)")
+    return OutputConfig(OutputMode.FILE, Path(path))
+
+
+def _refuse_if_true(opts: ParsedOptions, *keys: str) -> None:
+    for key in keys:
+        if opts.get_bool(key, False):
+            raise ConfigError(f"{opts.option}: {key}=on is not yet supported")
+
+
+def _refuse_if_given(opts: ParsedOptions, *keys: str) -> None:
+    for key in keys:
+        if opts.has(key):
+            raise ConfigError(f"{opts.option}: {key} is not yet supported")
+
+
+def _hypervisor(given: str | None) -> str | None:
+    if given is not None:
+        return given  # argparse checked the choice
+    from_env = os.environ.get(HYPERVISOR_ENV, "").strip()
+    if not from_env:
+        return None  # probe: KVM first, then MSHV
+    if from_env not in HYPERVISORS:
+        raise ConfigError(f"{HYPERVISOR_ENV}: unknown hypervisor {from_env!r} (use kvm or mshv)")
+    return from_env
+
+
+def _readable_file(option: str, text: str) -> Path:
+    """``text`` as a Path after checking that it names a file we can read (the loader reads it later)."""
+    import stat
+    from pathlib import Path
+
+    try:
+        # O_NONBLOCK: opening a FIFO for reading must not wait for a writer here.
+        fd = os.open(text, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        raise ConfigError(f"{option}: cannot read {text!r}: {e.strerror}") from None
+    except ValueError:  # an embedded NUL: no such path can exist
+        raise ConfigError(f"{option}: {text!r} is not a valid path") from None
+    try:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+    if is_dir:
+        raise ConfigError(f"{option}: {text!r} is a directory, not a file")
+    return Path(text)
+
+
+class _ParserExit(Exception):
+    """argparse wanted to exit (after --help): carries the status instead of calling sys.exit."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _argument_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise ConfigError(f"{message} (see {PROG} --help)")
+
+        def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+            if message:
+                sys.stderr.write(message)
+            raise _ParserExit(status)
+
+    # argparse instantiates a formatter for every add_argument() and would import shutil each time just to
+    # read the terminal width: read it once, directly.
+    width = _terminal_width() - 2
+
+    class Formatter(argparse.RawDescriptionHelpFormatter):  # raw: the option list below is wrapped by hand
+        def __init__(self, prog: str) -> None:
+            super().__init__(prog, width=width)
+
+    parser = Parser(
+        prog=PROG,
+        formatter_class=Formatter,
+        description="Run a virtual machine. The options follow Cloud Hypervisor's command line.",
+        allow_abbrev=False,  # like CH: `--mem` is not `--memory`
+    )
+    add = parser.add_argument
+    add("-V", "--version", action="store_true", help=f"print '{PROG} vX.Y.Z' and exit")
+    add("-v", dest="verbose", action="count", default=0, help="more logging: -v info, -vv debug")
+    add("--log-file", metavar="PATH", help="write the log there instead of stderr")
+    add(
+        "--hypervisor",
+        choices=HYPERVISORS,
+        metavar="kvm|mshv",
+        help=f"backend (default: ${HYPERVISOR_ENV}, else probe kvm, mshv)",
+    )
+    add(
+        "--seccomp",
+        choices=("true", "false", "log", "errno"),
+        metavar="false",
+        help="only 'false' for now: no seccomp filter",
+    )
+
+    vm = parser.add_argument_group("virtual machine")
+    vm.add_argument("--kernel", metavar="PATH", help="guest kernel: ELF vmlinux (PVH) or bzImage")
+    vm.add_argument("--initramfs", metavar="PATH", help="initial ramdisk")
+    vm.add_argument("--cmdline", metavar="STR", help="kernel command line")
+    vm.add_argument("--cpus", metavar="boot=N[,max=N]", help="vCPUs (default boot=1)")
+    vm.add_argument(
+        "--memory",
+        metavar="size=SIZE",
+        help="guest RAM with K/M/G/T suffix (default size=512M)",
+    )
+    vm.add_argument("--serial", metavar="off|null|tty|file=PATH", help="COM1 output (default tty)")
+    vm.add_argument("--console", metavar="off|null", help="virtio-console (default off)")
+
+    parser.add_argument_group("not yet supported (Cloud Hypervisor's)", _wrap(LATER_OPTIONS, 76))
+    return parser
+
+
+def _wrap(words: Sequence[str], width: int) -> str:
+    """``words`` joined by ", " in lines of at most ``width`` (textwrap would split "--event-monitor")."""
+    lines = [""]
+    for word in words:
+        if lines[-1] and len(lines[-1]) + len(word) + 2 > width:
+            lines.append("")
+        lines[-1] += f"{word}, " if word != words[-1] else word
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _terminal_width() -> int:
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+def _print_version() -> int:
+    # `<name> vX.Y.Z`: the shape libvirt's ch driver parses from `cloud-hypervisor --version`.
+    print(f"{PROG} v{__version__}")
+    return 0
+
+
+def _fail(error: BaseException, status: int) -> int:
+    if isinstance(error, OSError) and error.strerror:
+        message = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    else:
+        message = str(error) or type(error).__name__
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)  # always one line
+    return status
+
+
+_LOG_FORMAT = "%(ms)8.1fms %(levelname).1s %(origin)s: %(message)s"
+
+
+def _setup_logging(verbosity: int, log_file: str | None, started: float) -> logging.Handler:
+    """Log to stderr or ``log_file``: ``   12.3ms I vmm.runner: message`` (ms since :func:`main` started)."""
+    import logging
+
+    def stamp(record: logging.LogRecord) -> bool:
+        record.ms = (record.created - started) * 1000
+        origin = record.name.removeprefix("aovisor.")
+        if record.threadName != "MainThread":
+            origin = f"{origin}[{record.threadName}]"  # vCPU threads are named vcpuN
+        record.origin = origin
+        return True
+
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        try:
+            handler = logging.FileHandler(log_file, mode="w", encoding="utf-8")  # like CH: truncate
+        except OSError as e:
+            raise ConfigError(f"--log-file: cannot open {log_file!r}: {e.strerror}") from None
+        except ValueError:  # an embedded NUL
+            raise ConfigError(f"--log-file: {log_file!r} is not a valid path") from None
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.addFilter(stamp)
+    logger = logging.getLogger("aovisor")
+    logger.setLevel(logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
+    logger.addHandler(handler)
+    logger.info("%s v%s starting", PROG, __version__)
+    return handler
+
+
+def _teardown_logging(handler: logging.Handler) -> None:
+    import logging
+
+    logging.getLogger("aovisor").removeHandler(handler)
+    handler.close()
+
+
+def _log_traceback() -> None:
+    import logging
+
+    logging.getLogger("aovisor").debug("error details", exc_info=True)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
 
 from aovisor.arch.x86_64.e820 import e820_map
 from aovisor.arch.x86_64.layout import (
@@ -33,17 +31,12 @@ from aovisor.arch.x86_64.pvh import (
 )
 from aovisor.errors import LoaderError
 from aovisor.loader import BootInfo, low_ram_end, write_cmdline
+from aovisor.loader.elf import PT_LOAD, PT_NOTE, read_elf
 from aovisor.loader.initrd import load_initramfs, read_exact_into
 from aovisor.memory import GuestMemory
 
-if TYPE_CHECKING:
-    from elftools.elf.elffile import ELFFile
-
-_T = TypeVar("_T")
-
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 _XEN_NOTE_NAME = b"Xen"
-_MACHINES = ("EM_X86_64", "EM_386")
 _ZEROS = bytes(1 << 20)
 
 
@@ -129,54 +122,18 @@ def load_pvh_elf(
 
 def _read_elf_layout(fd: int, path: Path) -> tuple[list[_LoadSegment], list[_NoteArea]]:
     """PT_LOAD segments and PT_NOTE areas, as plain numbers that the caller validates."""
-
-    def read(elf: ELFFile) -> tuple[list[_LoadSegment], list[_NoteArea]]:
-        if not elf.little_endian or elf["e_machine"] not in _MACHINES:
-            endian = "" if elf.little_endian else " (big-endian)"
-            raise LoaderError(f"{path}: ELF file is for {elf['e_machine']}{endian}, not x86")
-        if elf["e_type"] != "ET_EXEC":
-            raise LoaderError(f"{path}: ELF file is of type {elf['e_type']}, not an executable (ET_EXEC)")
-        loads: list[_LoadSegment] = []
-        notes: list[_NoteArea] = []
-        for i, seg in enumerate(elf.iter_segments()):
-            if seg["p_type"] == "PT_LOAD":
-                loads.append(
-                    _LoadSegment(i, seg["p_offset"], seg["p_paddr"], seg["p_filesz"], seg["p_memsz"])
-                )
-            elif seg["p_type"] == "PT_NOTE":
-                notes.append(_NoteArea(seg["p_offset"], seg["p_filesz"], seg["p_align"]))
-        return loads, notes
-
-    return _parse_elf(fd, path, read)
+    elf = read_elf(fd, path)
+    loads = [
+        _LoadSegment(ph.number, ph.offset, ph.paddr, ph.filesz, ph.memsz)
+        for ph in elf.program_headers
+        if ph.type == PT_LOAD
+    ]
+    notes = [_NoteArea(ph.offset, ph.filesz, ph.align) for ph in elf.program_headers if ph.type == PT_NOTE]
+    return loads, notes
 
 
 def _read_note_sections(fd: int, path: Path) -> list[_NoteArea]:
-    def read(elf: ELFFile) -> list[_NoteArea]:
-        return [
-            _NoteArea(sec["sh_offset"], sec["sh_size"], sec["sh_addralign"])
-            for sec in elf.iter_sections()
-            if sec["sh_type"] == "SHT_NOTE"
-        ]
-
-    return _parse_elf(fd, path, read)
-
-
-def _parse_elf(fd: int, path: Path, read: Callable[[ELFFile], _T]) -> _T:
-    """Run ``read`` on the kernel parsed by pyelftools; only this function touches pyelftools.
-
-    pyelftools is a parser, not a validator: on a malformed file it fails with many exception types (its
-    own ELFError, but also struct, index, value and key errors).  ``read`` only extracts numbers, so any
-    of them can only mean the file is bad, and all become one LoaderError.
-    """
-    from elftools.elf.elffile import ELFFile  # imported on use: pyelftools costs startup time
-
-    with open(fd, "rb", closefd=False) as f:
-        try:
-            return read(ELFFile(f))
-        except LoaderError:
-            raise
-        except Exception as exc:
-            raise LoaderError(f"{path}: malformed ELF file: {exc or type(exc).__name__}") from exc
+    return [_NoteArea(sec.offset, sec.size, sec.align) for sec in read_elf(fd, path).note_sections]
 
 
 def _find_phys32_entry(fd: int, path: Path, file_size: int, areas: list[_NoteArea]) -> int | None:

@@ -58,7 +58,8 @@ def attach_legacy_devices(vm: VirtualMachine, serial: SerialEndpoint) -> None:
         serial.attach_input(com1.enqueue_input)
         vm.devices["com1"] = com1
 
-    vm.pio_bus.insert(I8042(reset=vm.reset), layout.PORT_I8042_DATA, 5)
+    i8042 = I8042(reset=vm.reset, kbd_irq=_IrqPin(vm, layout.IRQ_I8042_KBD))
+    vm.pio_bus.insert(i8042, layout.PORT_I8042_DATA, 5)
     below, above = _ram_below_above_4g(vm.memory)
     vm.pio_bus.insert(Cmos(mem_below_4g=below, mem_above_4g=above), layout.PORT_CMOS, 2)
     vm.pio_bus.insert(PostCode(), layout.PORT_POST, 1)

@@ -49,8 +49,10 @@ PORT_COM1 = 0x3F8
 PORT_PCI_CONFIG = 0xCF8  # 0xCF8 address, 0xCFC-0xCFF data; a byte at 0xCF9 is the reset control register
 PORT_ACPI_PM = 0x600  # hardware-reduced ACPI sleep control/status and reset registers (as in CH)
 ACPI_PM_SIZE = 8
+ACPI_S5_SLEEP_TYPE = 5  # SLP_TYP of S5 (soft off): the DSDT's \_S5_ package and the PM device agree on it
 
 # --- Interrupts (GSIs on the IOAPIC) -----------------------------------------------------------
+IRQ_I8042_KBD = 1
 IRQ_COM1 = 4
 IRQ_ACPI_SCI = 9
 IOAPIC_PINS = 24

@@ -59,7 +59,7 @@ _KVM_REGS_NAMES = (
 )  # fmt: skip
 
 
-class kvm_regs(ctypes.Structure):  # noqa: N801
+class kvm_regs(ctypes.Structure):
     _fields_ = [(name, u64) for name in _KVM_REGS_NAMES]
 
 

@@ -16,8 +16,7 @@ from aovisor.arch.x86_64.acpi.tables import sdt
 
 DSDT_REVISION = 2  # revision >= 2: AML integers are 64 bits wide (§5.2.11.1)
 
-S5_SLEEP_TYPE = 5  # the SLP_TYP value the sleep control register's device treats as power-off
-_IRQ_I8042_KEYBOARD = 1  # ISA IRQ 1, the PC/AT keyboard interrupt
+S5_SLEEP_TYPE = layout.ACPI_S5_SLEEP_TYPE
 
 
 def s5_package() -> bytes:
@@ -65,7 +64,7 @@ def i8042_device() -> bytes:
             aml.resource_template(
                 aml.io(layout.PORT_I8042_DATA, 1),
                 aml.io(layout.PORT_I8042_COMMAND, 1),
-                aml.irq_no_flags(_IRQ_I8042_KEYBOARD),
+                aml.irq_no_flags(layout.IRQ_I8042_KBD),
             ),
         ),
     )

@@ -30,7 +30,8 @@ class KvmVm:
         ioctl(self.fd, abi.KVM_CREATE_IRQCHIP, 0)
         pit = abi.kvm_pit_config(flags=abi.KVM_PIT_SPEAKER_DUMMY)
         ioctl(self.fd, abi.KVM_CREATE_PIT2, pit)
-        self._irq_level = abi.kvm_irq_level()
+        self._routes: dict[int, list[tuple[int, int, int]]] = _legacy_routes()
+        self._commit_routes()
 
     def map_memory(self, slot: int, gpa: int, size: int, host_address: int, readonly: bool = False) -> None:
         region = abi.kvm_userspace_memory_region(
@@ -46,6 +47,29 @@ class KvmVm:
         """KVM_IRQ_LINE: drive an in-kernel PIC/IOAPIC input (GSI ``gsi``) to ``level``."""
         req = abi.kvm_irq_level(irq=gsi, level=int(level))
         ioctl(self.fd, abi.KVM_IRQ_LINE, req)
+
+    def _commit_routes(self) -> None:
+        """KVM_SET_GSI_ROUTING replaces the whole table, so every change re-sends all routes."""
+        entries = [(gsi, kind, a, b) for gsi, targets in sorted(self._routes.items()) for kind, a, b in targets]
+        n = len(entries)
+
+        class Table(ctypes.Structure):
+            _fields_ = [("header", abi.kvm_irq_routing), ("entries", abi.kvm_irq_routing_entry * n)]
+
+        table = Table()
+        table.header.nr = n
+        for k, (gsi, kind, a, b) in zip(table.entries, entries, strict=True):
+            k.gsi, k.type = gsi, kind
+            if kind == abi.KVM_IRQ_ROUTING_IRQCHIP:
+                k.u.irqchip.irqchip, k.u.irqchip.pin = a, b
+            else:
+                k.u.msi.address_lo, k.u.msi.address_hi, k.u.msi.data = a & 0xFFFFFFFF, a >> 32, b
+        ioctl(self.fd, abi.KVM_SET_GSI_ROUTING, table)
+
+    def set_msi_route(self, gsi: int, address: int, data: int) -> None:
+        """Route ``gsi`` (an irqfd's) to an MSI message, as a device's MSI-X vector is programmed."""
+        self._routes[gsi] = [(abi.KVM_IRQ_ROUTING_MSI, address, data)]
+        self._commit_routes()
 
     def irq_line(self, gsi: int) -> Callable[[bool], None]:
         def set_level(level: bool) -> None:
@@ -83,3 +107,25 @@ class KvmVm:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _legacy_routes() -> dict[int, list[tuple[int, int, int]]]:
+    """ISA IRQs 0-15 to the 8259 pair and IOAPIC pins; IRQ0 (the PIT) to IOAPIC pin 2.
+
+    The MADT declares the PC's interrupt source override IRQ0 -> GSI 2, so Linux programs pin 2 for the
+    timer; KVM's default table would deliver the PIT on pin 0 (as QEMU, we re-route it).  GSI 2 itself is
+    the 8259 cascade and has no IOAPIC input of its own.
+    """
+    routes: dict[int, list[tuple[int, int, int]]] = {}
+    for gsi in range(layout.IOAPIC_PINS):
+        targets = []
+        if gsi < 8:
+            targets.append((abi.KVM_IRQ_ROUTING_IRQCHIP, abi.KVM_IRQCHIP_PIC_MASTER, gsi))
+        elif gsi < 16:
+            targets.append((abi.KVM_IRQ_ROUTING_IRQCHIP, abi.KVM_IRQCHIP_PIC_SLAVE, gsi - 8))
+        if gsi == 0:
+            targets.append((abi.KVM_IRQ_ROUTING_IRQCHIP, abi.KVM_IRQCHIP_IOAPIC, 2))
+        elif gsi != 2:
+            targets.append((abi.KVM_IRQ_ROUTING_IRQCHIP, abi.KVM_IRQCHIP_IOAPIC, gsi))
+        routes[gsi] = targets
+    return routes

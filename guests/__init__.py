@@ -1,0 +1,1 @@
+"""Freestanding guest programs for testing aovisor, and their builder (guests/build.py)."""

@@ -1,0 +1,139 @@
+/*
+ * timer: interrupt delivery from the two timer paths a VMM must get right, at CPL0 (hlt is privileged).
+ *
+ *  1. LAPIC timer: periodic, divide by 16, vector 0x40 (SDM vol. 3 §12.5.4).
+ *  2. PIT channel 0 (rate generator, 100 Hz) through the IOAPIC. The PIT drives ISA IRQ0; which IOAPIC
+ *     pin that reaches depends on the machine: QEMU's MADT has an interrupt source override IRQ0 -> GSI 2
+ *     and routes the in-kernel PIT to pin 2, while KVM's default routing (no KVM_SET_GSI_ROUTING) sends
+ *     it to pin 0. Both pins are programmed (pin 0 -> vector 0x41, pin 2 -> vector 0x42) and the guest
+ *     reports which one fired. The 8259 PICs are masked so the PIT can only arrive through the IOAPIC.
+ *
+ * The LAPIC timer keeps running during the PIT phase as a watchdog: no PIT interrupt for ~1 s of LAPIC
+ * ticks is reported as a failure instead of hanging. Command line: ticks=N per phase (default 3),
+ * lapic_count=C initial count (default 625000: 10 ms with KVM's 1 GHz APIC bus clock).
+ *
+ * This guest runs at CPL0 throughout, so its output is kept short: under PVM every CPL0 instruction is
+ * emulated, and printing is most of what it executes. Output:
+ *   timer: lapic phase
+ *   lapic tick 1 .. lapic tick N
+ *   timer: pit phase
+ *   pit tick 1 .. pit tick N
+ *   timer: pit arrived on ioapic pin 2      (or "pin 0", or "pin 0 and 2")
+ *   timer ok
+ */
+#include "lapic.h"
+#include "runtime.h"
+
+#define LAPIC_TIMER_VECTOR 0x40
+#define PIT_PIN0_VECTOR 0x41
+#define PIT_PIN2_VECTOR 0x42
+
+#define IOAPIC_REGSEL 0x00
+#define IOAPIC_WINDOW 0x10
+#define IOAPIC_REDTBL(pin) (0x10 + 2 * (pin))
+#define IOAPIC_REDIR_MASKED 0x10000
+
+#define PIT_CHANNEL0 0x40
+#define PIT_COMMAND 0x43
+#define PIT_CH0_LOHI_MODE2 0x34 /* channel 0, lobyte/hibyte, mode 2 (rate generator), binary */
+#define PIT_CH0_LOHI_MODE0 0x30 /* mode 0 (one-shot): stops the periodic interrupts */
+#define PIT_RELOAD_100HZ 11932  /* 1193182 Hz / 100 */
+#define PIC_MASTER_DATA 0x21
+#define PIC_SLAVE_DATA 0xA1
+
+#define WATCHDOG_LAPIC_TICKS 100
+#define MAX_TICKS 10000
+
+static volatile unsigned lapic_ticks;
+static volatile unsigned pit_ticks;
+static volatile unsigned pit_pins_seen; /* bit n: IOAPIC pin n delivered the PIT */
+
+static void lapic_timer_interrupt(unsigned vector)
+{
+    (void)vector;
+    lapic_ticks++;
+    lapic_eoi();
+}
+
+static void pit_interrupt(unsigned vector)
+{
+    pit_ticks++;
+    pit_pins_seen |= vector == PIT_PIN0_VECTOR ? 1u << 0 : 1u << 2;
+    lapic_eoi(); /* edge-triggered: no IOAPIC EOI */
+}
+
+static void ioapic_write(uint32_t reg, uint32_t value)
+{
+    mmio_write32(IOAPIC_BASE + IOAPIC_REGSEL, reg);
+    mmio_write32(IOAPIC_BASE + IOAPIC_WINDOW, value);
+}
+
+/* Fixed delivery, physical destination, edge-triggered, active high, unmasked (82093AA §3.2.4). */
+static void ioapic_route(unsigned pin, unsigned vector, unsigned dest_apic_id)
+{
+    ioapic_write(IOAPIC_REDTBL(pin) + 1, dest_apic_id << 24);
+    ioapic_write(IOAPIC_REDTBL(pin), vector);
+}
+
+/* Halt until `*counter` reaches `target`, printing "<label> tick K" for each tick seen. With a
+ * watchdog, give up after that many LAPIC ticks. */
+static bool wait_ticks(const char *label, volatile unsigned *counter, unsigned target, unsigned watchdog)
+{
+    unsigned printed = 0;
+    unsigned lapic_start = lapic_ticks;
+    while (printed < target) {
+        if (watchdog != 0 && lapic_ticks - lapic_start > watchdog)
+            return false;
+        irq_enable_and_halt();
+        while (printed < *counter && printed < target)
+            printf("%s tick %u\n", label, ++printed);
+    }
+    return true;
+}
+
+void main(struct hvm_start_info *start_info)
+{
+    (void)start_info;
+    unsigned ticks = (unsigned)cmdline_get_u64("ticks=", 3);
+    uint64_t lapic_count = cmdline_get_u64("lapic_count=", 625000);
+    if (ticks == 0 || ticks > MAX_TICKS || lapic_count == 0 || lapic_count > 0xffffffff) {
+        printf("timer: bad arguments: ticks=%u lapic_count=%lu\n", ticks, lapic_count);
+        poweroff();
+    }
+
+    outb(PIC_MASTER_DATA, 0xff);
+    outb(PIC_SLAVE_DATA, 0xff);
+    irq_set_handler(LAPIC_TIMER_VECTOR, lapic_timer_interrupt);
+    irq_set_handler(PIT_PIN0_VECTOR, pit_interrupt);
+    irq_set_handler(PIT_PIN2_VECTOR, pit_interrupt);
+
+    printf("timer: lapic phase\n");
+    lapic_write(LAPIC_SVR, LAPIC_SVR_ENABLE | LAPIC_SPURIOUS_VECTOR);
+    lapic_write(LAPIC_TPR, 0);
+    lapic_write(LAPIC_TIMER_DIVIDE, LAPIC_TIMER_DIVIDE_BY_16);
+    lapic_write(LAPIC_LVT_TIMER, LAPIC_LVT_TIMER_PERIODIC | LAPIC_TIMER_VECTOR);
+    lapic_write(LAPIC_TIMER_INITIAL, (uint32_t)lapic_count);
+    wait_ticks("lapic", &lapic_ticks, ticks, 0);
+
+    unsigned bsp = lapic_id();
+    printf("timer: pit phase\n");
+    ioapic_route(0, PIT_PIN0_VECTOR, bsp);
+    ioapic_route(2, PIT_PIN2_VECTOR, bsp);
+    outb(PIT_COMMAND, PIT_CH0_LOHI_MODE2);
+    outb(PIT_CHANNEL0, PIT_RELOAD_100HZ & 0xff);
+    outb(PIT_CHANNEL0, PIT_RELOAD_100HZ >> 8);
+    bool pit_ok = wait_ticks("pit", &pit_ticks, ticks, WATCHDOG_LAPIC_TICKS);
+
+    ioapic_write(IOAPIC_REDTBL(0), IOAPIC_REDIR_MASKED);
+    ioapic_write(IOAPIC_REDTBL(2), IOAPIC_REDIR_MASKED);
+    outb(PIT_COMMAND, PIT_CH0_LOHI_MODE0);
+    lapic_write(LAPIC_TIMER_INITIAL, 0);
+    if (!pit_ok) {
+        printf("timer: FAILED: %u pit ticks in %u lapic ticks\n", pit_ticks, WATCHDOG_LAPIC_TICKS);
+        poweroff();
+    }
+    unsigned pins = pit_pins_seen;
+    printf("timer: pit arrived on ioapic pin %s\n", pins == 1 ? "0" : pins == 4 ? "2" : "0 and 2");
+    printf("timer ok\n");
+    poweroff();
+}

@@ -27,7 +27,7 @@ from pathlib import Path
 GUESTS_DIR = Path(__file__).resolve().parent
 
 # PVH ELF guests (build_guest). The bzImage-format guest is built by build_bzimage_guest.
-GUEST_NAMES: tuple[str, ...] = ("hello", "cpl3", "pio", "mmio", "timer", "smp", "pvhinfo", "reset")
+GUEST_NAMES: tuple[str, ...] = ("hello", "cpl3", "pio", "mmio", "timer", "smp", "pvhinfo", "reset", "echo")
 BZIMAGE_GUEST_NAME = "bzimage"
 BZIMAGE_OUTPUT_NAME = "bzimage-guest"
 
@@ -41,6 +41,7 @@ _GUEST_SOURCES: dict[str, tuple[str, ...]] = {
     "smp": ("smp.c", "smp_trampoline.S"),
     "pvhinfo": ("pvhinfo.c",),
     "reset": ("reset.c",),
+    "echo": ("echo.c",),
 }
 # The runtime shared by every guest; the PVH entry files are added for PVH guests only.
 _RUNTIME_SOURCES = (

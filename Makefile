@@ -32,9 +32,11 @@ demo: venv sysdeps
 	$(BIN)/python guests/build.py hello -o $(BUILD)/guests
 	$(BIN)/aovisor --kernel $(BUILD)/guests/hello.elf --memory size=128M --serial tty
 
+LINT_DIRS := $(wildcard src tests guests bench lab)
+
 lint: venv
-	$(BIN)/ruff check src tests guests bench lab
-	$(BIN)/ruff format --check src tests guests bench lab
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 	$(BIN)/mypy
 
 test: venv sysdeps lint

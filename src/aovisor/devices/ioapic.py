@@ -124,10 +124,7 @@ class IoApic:
         if reg < REG_REDIRECTION_BASE or pin >= self.pins:
             return []  # version/arbitration are read-only; unknown registers ignore writes
         old = self._entries[pin]
-        if high:
-            new = (old & 0xFFFF_FFFF) | value << 32
-        else:
-            new = (old & ~0xFFFF_FFFF) | value
+        new = (old & 0xFFFF_FFFF) | value << 32 if high else (old & ~0xFFFF_FFFF) | value
         entry = (old & ~RTE_WRITABLE) | (new & RTE_WRITABLE)
         if not entry & RTE_LEVEL:
             # Switching to edge clears remote IRR: Linux's EOI for IOAPICs without an EOI register masks

@@ -50,7 +50,9 @@ class KvmVm:
 
     def _commit_routes(self) -> None:
         """KVM_SET_GSI_ROUTING replaces the whole table, so every change re-sends all routes."""
-        entries = [(gsi, kind, a, b) for gsi, targets in sorted(self._routes.items()) for kind, a, b in targets]
+        entries = [
+            (gsi, kind, a, b) for gsi, targets in sorted(self._routes.items()) for kind, a, b in targets
+        ]
         n = len(entries)
 
         class Table(ctypes.Structure):

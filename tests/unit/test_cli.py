@@ -130,9 +130,19 @@ def test_kernel_that_is_a_directory(capsys: pytest.CaptureFixture[str], tmp_path
     assert_one_error_line(err, "--kernel", str(tmp_path), "directory")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_kernel_that_is_unreadable(capsys: pytest.CaptureFixture[str], kernel: str) -> None:
+def test_kernel_that_is_unreadable(
+    capsys: pytest.CaptureFixture[str], kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     os.chmod(kernel, 0)
+    if os.geteuid() == 0:  # root reads any file: make the open fail as it would for a user
+        real_open = os.open
+
+        def deny(path: str, flags: int, mode: int = 0o777) -> int:
+            if path == kernel:
+                raise PermissionError(13, "Permission denied", path)
+            return real_open(path, flags, mode)
+
+        monkeypatch.setattr(os, "open", deny)
     status, _, err = run(capsys, "--kernel", kernel)
     assert status == 2
     assert_one_error_line(err, "--kernel", kernel, "Permission denied")

@@ -175,6 +175,27 @@ class Vm(Protocol):
         """A callable that sets the level of wired interrupt ``gsi`` (an IOAPIC pin)."""
         ...
 
+    def set_msi_route(self, gsi: int, address: int, data: int) -> None:
+        """Route interrupt ``gsi`` (>= 24, above the IOAPIC pins) to an MSI message (address, data)."""
+        ...
+
+    def register_irqfd(self, eventfd: int, gsi: int) -> None:
+        """Writing to ``eventfd`` raises ``gsi`` in the hypervisor, with no exit to user space."""
+        ...
+
+    def register_ioeventfd(
+        self, eventfd: int, addr: int, length: int, *, pio: bool = False, datamatch: int | None = None
+    ) -> None:
+        """A guest write of ``length`` bytes to ``addr`` signals ``eventfd`` instead of exiting
+        (MSHV: MMIO only)."""
+        ...
+
+    def get_clock(self) -> int:
+        """The guest's clock (ns), for pause/resume and snapshots."""
+        ...
+
+    def set_clock(self, clock: int) -> None: ...
+
     def supported_cpuid(self) -> list[CpuidEntry]: ...
 
     def close(self) -> None: ...

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from aovisor.errors import HypervisorError
 
 if TYPE_CHECKING:
-    from aovisor.hypervisor.kvm.system import Kvm
+    from aovisor.hypervisor.base import Hypervisor
 
 
-def open_hypervisor(name: str | None = None) -> Kvm:
+def open_hypervisor(name: str | None = None) -> Hypervisor:
     if name is None:
         if os.path.exists("/dev/kvm"):
             name = "kvm"

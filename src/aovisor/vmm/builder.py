@@ -15,14 +15,14 @@ from aovisor.vmm.vm import VirtualMachine
 
 if TYPE_CHECKING:
     from aovisor.config import VmConfig
-    from aovisor.hypervisor.kvm.system import Kvm
+    from aovisor.hypervisor.base import Hypervisor
     from aovisor.loader import BootInfo
     from aovisor.vmm.serial_io import SerialEndpoint
 
 log = logging.getLogger(__name__)
 
 
-def build_vm(config: VmConfig, hypervisor: Kvm, serial: SerialEndpoint) -> VirtualMachine:
+def build_vm(config: VmConfig, hypervisor: Hypervisor, serial: SerialEndpoint) -> VirtualMachine:
     memory = GuestMemory.with_hole(config.memory.size, layout.MMIO_HOLE_START, layout.MMIO_HOLE_END)
     vm = VirtualMachine(config, hypervisor.create_vm(), memory)
     try:

@@ -12,14 +12,14 @@ from aovisor.hypervisor.base import VcpuExit
 from aovisor.hypervisor.syscalls import set_thread_name
 
 if TYPE_CHECKING:
-    from aovisor.hypervisor.kvm.vcpu import KvmVcpu
+    from aovisor.hypervisor.base import Vcpu
     from aovisor.vmm.vm import VirtualMachine
 
 log = logging.getLogger(__name__)
 
 
 class VcpuThread(threading.Thread):
-    def __init__(self, vm: VirtualMachine, vcpu: KvmVcpu) -> None:
+    def __init__(self, vm: VirtualMachine, vcpu: Vcpu) -> None:
         super().__init__(name=f"vcpu{vcpu.index}", daemon=True)
         self.vm = vm
         self.vcpu = vcpu

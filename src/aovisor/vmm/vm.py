@@ -19,8 +19,7 @@ from aovisor.devices.bus import Bus
 
 if TYPE_CHECKING:
     from aovisor.config import VmConfig
-    from aovisor.hypervisor.kvm.vcpu import KvmVcpu
-    from aovisor.hypervisor.kvm.vm import KvmVm
+    from aovisor.hypervisor.base import Vcpu, Vm
     from aovisor.memory import GuestMemory
     from aovisor.vmm.vcpu import VcpuThread
 
@@ -54,14 +53,14 @@ class BusOps:
 
 
 class VirtualMachine:
-    def __init__(self, config: VmConfig, hv_vm: KvmVm, memory: GuestMemory) -> None:
+    def __init__(self, config: VmConfig, hv_vm: Vm, memory: GuestMemory) -> None:
         self.config = config
         self.hv_vm = hv_vm
         self.memory = memory
         self.pio_bus = Bus("pio")
         self.mmio_bus = Bus("mmio")
         self.ops = BusOps(self.pio_bus.read, self.pio_bus.write, self.mmio_bus.read, self.mmio_bus.write)
-        self.vcpus: list[KvmVcpu] = []
+        self.vcpus: list[Vcpu] = []
         self.threads: list[VcpuThread] = []
         self.devices: dict[str, object] = {}
         self._exit = threading.Event()

@@ -24,6 +24,9 @@ class BusDevice(Protocol):
     def write(self, offset: int, size: int, value: int) -> None: ...
 
 
+_CACHE_LIMIT = 4096
+
+
 class BusError(ValueError):
     """A range that overlaps another or is empty."""
 
@@ -43,6 +46,9 @@ class Bus:
         self.name = name
         self._entries: list[_Entry] = []
         self._bases: list[int] = []
+        # Exact address -> entry (None: unclaimed).  Guests hit few distinct addresses over and over, and a
+        # dict hit is cheaper than the bisection on the exit path.  Bounded, and cleared on every change.
+        self._cache: dict[int, _Entry | None] = {}
         self.unhandled = 0  # count of accesses no device claimed
 
     def insert(self, device: BusDevice, base: int, length: int) -> None:
@@ -57,11 +63,13 @@ class Bus:
         i = bisect.bisect(self._bases, base)
         self._entries.insert(i, entry)
         self._bases.insert(i, base)
+        self._cache.clear()
 
     def remove(self, base: int) -> None:
         i = self._bases.index(base)
         del self._entries[i]
         del self._bases[i]
+        self._cache.clear()
 
     def find(self, addr: int) -> tuple[BusDevice, int] | None:
         """The device covering ``addr`` and the offset into it."""
@@ -69,12 +77,19 @@ class Bus:
         return None if entry is None else (entry.device, addr - entry.base)
 
     def _lookup(self, addr: int) -> _Entry | None:
+        try:
+            return self._cache[addr]
+        except KeyError:
+            pass
+        found = None
         i = bisect.bisect_right(self._bases, addr) - 1
         if i >= 0:
             e = self._entries[i]
             if addr < e.base + e.length:
-                return e
-        return None
+                found = e
+        if len(self._cache) < _CACHE_LIMIT:
+            self._cache[addr] = found
+        return found
 
     def read(self, addr: int, size: int) -> int:
         e = self._lookup(addr)

@@ -268,7 +268,8 @@ KVM_RUN_EXIT_REASON_OFFSET = 8
 KVM_RUN_EXIT_UNION_OFFSET = 32
 # io: direction u8, size u8, port u16, count u32, data_offset u64
 KVM_RUN_IO_FORMAT = "<BBHIQ"
-# mmio: phys_addr u64, data u8[8], len u32, is_write u8
+# mmio: phys_addr u64, data u8[8] (read as one little-endian u64), len u32, is_write u8
+KVM_RUN_MMIO_FORMAT = "<QQIB"
 KVM_RUN_MMIO_ADDR_OFFSET = 32
 KVM_RUN_MMIO_DATA_OFFSET = 40
 KVM_RUN_MMIO_LEN_OFFSET = 48

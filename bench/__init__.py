@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of aovisor against QEMU (``make bench``; see bench/README.md)."""

@@ -27,7 +27,11 @@ from pathlib import Path
 GUESTS_DIR = Path(__file__).resolve().parent
 
 # PVH ELF guests (build_guest). The bzImage-format guest is built by build_bzimage_guest.
-GUEST_NAMES: tuple[str, ...] = ("hello", "cpl3", "pio", "mmio", "timer", "smp", "pvhinfo", "reset", "echo")
+GUEST_NAMES: tuple[str, ...] = (
+    *("hello", "cpl3", "pio", "mmio", "timer", "smp", "pvhinfo", "reset", "echo"),
+    *("virtio_blk", "virtio_rng"),
+    "ticker",
+)
 BZIMAGE_GUEST_NAME = "bzimage"
 BZIMAGE_OUTPUT_NAME = "bzimage-guest"
 
@@ -42,6 +46,9 @@ _GUEST_SOURCES: dict[str, tuple[str, ...]] = {
     "pvhinfo": ("pvhinfo.c",),
     "reset": ("reset.c",),
     "echo": ("echo.c",),
+    "virtio_blk": ("virtio_blk.c", "runtime/pci.c", "runtime/virtio.c"),
+    "virtio_rng": ("virtio_rng.c", "runtime/pci.c", "runtime/virtio.c"),
+    "ticker": ("ticker.c",),
 }
 # The runtime shared by every guest; the PVH entry files are added for PVH guests only.
 _RUNTIME_SOURCES = (

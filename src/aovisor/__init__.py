@@ -1,7 +1,18 @@
 """aovisor: a virtual machine monitor in Python for KVM and the Microsoft Hypervisor (MSHV).
 
-This package's import is kept empty on purpose: ``aovisor --version`` and the CLI's startup should not pay
-for the VMM.  Import what you need from its modules (``aovisor.config``, ``aovisor.vmm``...).
+``aovisor.VM`` is the Python API (:mod:`aovisor.python_api`).  It is loaded on first use, so ``import
+aovisor`` stays cheap: ``aovisor --version`` and the CLI's startup do not pay for the VMM.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["VM", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "VM":
+        from aovisor.python_api import VM
+
+        return VM
+    raise AttributeError(f"module 'aovisor' has no attribute {name!r}")

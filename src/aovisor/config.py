@@ -54,6 +54,27 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class DiskConfig:
+    """A virtio-blk disk (``--disk path=...``): a raw image file or block device."""
+
+    path: Path
+    readonly: bool = False
+    direct: bool = False  # O_DIRECT: bypass the host page cache
+    id: str | None = None
+    serial: str | None = None  # what VIRTIO_BLK_T_GET_ID returns (20 bytes at most); default: the id
+
+
+DEFAULT_RNG_SOURCE = Path("/dev/urandom")
+
+
+@dataclass(frozen=True)
+class RngConfig:
+    """The virtio-rng device (``--rng src=...``), present by default as in Cloud Hypervisor."""
+
+    src: Path = DEFAULT_RNG_SOURCE
+
+
+@dataclass(frozen=True)
 class VmConfig:
     payload: PayloadConfig
     cpus: CpusConfig = field(default_factory=CpusConfig)
@@ -62,6 +83,8 @@ class VmConfig:
     serial: OutputConfig = field(default_factory=lambda: OutputConfig(OutputMode.TTY))
     console: OutputConfig = field(default_factory=lambda: OutputConfig(OutputMode.OFF))
     hypervisor: str | None = None  # "kvm" | "mshv" | None (probe)
+    disks: tuple[DiskConfig, ...] = ()
+    rng: RngConfig | None = field(default_factory=RngConfig)
 
     def validate(self) -> None:
         if not 1 <= self.cpus.boot_vcpus <= MAX_VCPUS:
@@ -72,5 +95,8 @@ class VmConfig:
             raise ConfigError("--memory: size must be at least 16M")
         if self.memory.size % (1 << 12):
             raise ConfigError("--memory: size must be a multiple of 4K")
+        ids = [disk.id for disk in self.disks if disk.id is not None]
+        if len(ids) != len(set(ids)):
+            raise ConfigError("--disk: id: the same id is given to two disks")
         if self.hypervisor not in (None, "kvm", "mshv"):
             raise ConfigError(f"--hypervisor: unknown hypervisor {self.hypervisor!r} (kvm or mshv)")

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import NoReturn
 
-    from aovisor.config import CpusConfig, MemoryConfig, OutputConfig, VmConfig
+    from aovisor.api.server import ApiSocketSpec
+    from aovisor.config import CpusConfig, DiskConfig, MemoryConfig, OutputConfig, RngConfig, VmConfig
+    from aovisor.vmm.events import EventMonitor
 
 PROG = "aovisor"
 HYPERVISOR_ENV = "AOVISOR_HYPERVISOR"
@@ -76,18 +78,48 @@ SERIAL_OPTION = OptionParser("--serial", keys=_OUTPUT_KEYS, flags=_OUTPUT_FLAGS)
 CONSOLE_OPTION = OptionParser(
     "--console", keys=(*_OUTPUT_KEYS, "iommu", "id", "pci_segment", "pci_device_id"), flags=_OUTPUT_FLAGS
 )
+DISK_OPTION = OptionParser(
+    "--disk",
+    keys=(
+        "path",
+        "readonly",
+        "direct",
+        "id",
+        "serial",
+        "iommu",
+        "num_queues",
+        "queue_size",
+        "image_type",
+        "vhost_user",
+        "socket",
+        "bw_size",
+        "bw_one_time_burst",
+        "bw_refill_time",
+        "ops_size",
+        "ops_one_time_burst",
+        "ops_refill_time",
+        "pci_segment",
+        "rate_limit_group",
+        "queue_affinity",
+    ),
+)
+RNG_OPTION = OptionParser("--rng", keys=("src", "iommu"))
+
+# `--api-socket /run/vm.sock` means path=/run/vm.sock, as in Cloud Hypervisor.
+API_SOCKET_OPTION = OptionParser("--api-socket", keys=("path", "fd"), bare_key="path")
+EVENT_MONITOR_OPTION = OptionParser("--event-monitor", keys=("path", "fd"))
+# The VM options that only make sense with --kernel (with --api-socket alone, vm.create gives them).
+_VM_OPTIONS = ("initramfs", "cmdline", "cpus", "memory", "serial", "console", "disk", "rng")
+# The Cloud Hypervisor release whose interface `cloud-hypervisor --version` claims (see _print_version).
+CH_COMPATIBLE_VERSION = "28.0.0"
 
 # Cloud Hypervisor options that later work will implement.  They are not argparse arguments (building the
 # parser is on the startup path); an unrecognized argument that names one is reported as "not yet supported".
 LATER_OPTIONS = (
-    "--disk",
     "--net",
-    "--rng",
     "--vsock",
     "--fs",
     "--pmem",
-    "--api-socket",
-    "--event-monitor",
     "--restore",
     "--firmware",
     "--balloon",
@@ -122,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespace = parse_namespace(args)
         if namespace.version:
             return _print_version()
-        config = build_config(namespace)
+        api_socket = None if namespace.api_socket is None else api_socket_spec(namespace.api_socket)
+        config = _config_unless_api_only(namespace, api_socket is not None)
         log_handler = _setup_logging(namespace.verbose, namespace.log_file, started)
     except _ParserExit as e:  # --help: argparse already printed it
         return e.status
@@ -132,9 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     try:
         # Imported only now: a bad command line must fail fast, without loading the VMM.
-        from aovisor.vmm.runner import run_vm
+        if api_socket is None and namespace.event_monitor is None:
+            from aovisor.vmm.runner import run_vm
 
-        return run_vm(config)
+            assert config is not None  # only the API mode runs without a VM config
+            return run_vm(config)
+        from aovisor.vmm.runner import run_vmm
+
+        events = None if namespace.event_monitor is None else event_monitor(namespace.event_monitor)
+        return run_vmm(
+            config, api_socket=api_socket, events=events, hypervisor=_hypervisor(namespace.hypervisor)
+        )
     except AovisorError as e:
         _log_traceback()
         return _fail(e, EXIT_FAILURE)
@@ -145,6 +186,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         _teardown_logging(log_handler)
+
+
+def _config_unless_api_only(namespace: argparse.Namespace, api: bool) -> VmConfig | None:
+    """The VM config; ``None`` when only the API is served (``--api-socket`` without ``--kernel``)."""
+    if api and namespace.kernel is None:
+        given = [f"--{name}" for name in _VM_OPTIONS if getattr(namespace, name, None)]
+        if given:
+            raise ConfigError(f"{given[0]} needs --kernel (without it, vm.create describes the VM)")
+        return None
+    return build_config(namespace)
+
+
+def api_socket_spec(text: str) -> ApiSocketSpec:
+    """``--api-socket path=PATH|fd=N`` (a bare ``PATH`` is ``path=PATH``)."""
+    from aovisor.api.server import ApiSocketSpec
+
+    opts = API_SOCKET_OPTION.parse(text)
+    path, fd = opts.get_str("path"), opts.get_int("fd", -1)
+    if (path is None) == (fd < 0):
+        raise ConfigError("--api-socket: give exactly one of path=PATH or fd=N")
+    return ApiSocketSpec(path=path) if path is not None else ApiSocketSpec(fd=fd)
+
+
+def event_monitor(text: str) -> EventMonitor:
+    """``--event-monitor path=PATH|fd=N``: open where Cloud Hypervisor's JSON events are written."""
+    from aovisor.vmm.events import EventMonitor
+
+    opts = EVENT_MONITOR_OPTION.parse(text)
+    fd = opts.get_int("fd", -1)
+    return EventMonitor.open(path=opts.get_str("path"), fd=None if fd < 0 else fd)
 
 
 def parse_args(argv: Sequence[str]) -> VmConfig:
@@ -184,6 +255,8 @@ def build_config(namespace: argparse.Namespace) -> VmConfig:
     memory = None if namespace.memory is None else memory_config(namespace.memory)
     serial = None if namespace.serial is None else serial_config(namespace.serial)
     console = None if namespace.console is None else console_config(namespace.console)
+    disks = tuple(disk_config(text) for text in namespace.disk or ())
+    rng = None if namespace.rng is None else rng_config(namespace.rng)
     hypervisor = _hypervisor(namespace.hypervisor)
 
     if namespace.kernel is None:
@@ -193,7 +266,9 @@ def build_config(namespace: argparse.Namespace) -> VmConfig:
         initramfs=None if namespace.initramfs is None else _readable_file("--initramfs", namespace.initramfs),
         cmdline=namespace.cmdline or "",
     )
-    config = VmConfig(payload=payload, hypervisor=hypervisor)
+    config = VmConfig(payload=payload, hypervisor=hypervisor, disks=disks)
+    if rng is not None:
+        config = replace(config, rng=rng)
     if cpus is not None:
         config = replace(config, cpus=cpus)
     if memory is not None:
@@ -235,6 +310,74 @@ def memory_config(text: str) -> MemoryConfig:
         raise ConfigError("--memory: hotplug_method=virtio-mem is not yet supported")
     _refuse_if_given(opts, "hugepage_size", "hotplug_size", "hotplugged_size", "file")
     return MemoryConfig(size=size)
+
+
+def disk_config(text: str) -> DiskConfig:
+    """``--disk path=IMAGE[,readonly=on|off,direct=on|off,id=ID,serial=SERIAL]`` (a raw image)."""
+    from pathlib import Path
+
+    from aovisor.config import DiskConfig
+
+    opts = DISK_OPTION.parse(text)
+    path = opts.get_str("path")
+    if path is None:
+        raise opts.error("path", "missing: give the disk image (path=IMAGE)")
+    readonly = opts.get_bool("readonly", False)
+    direct = opts.get_bool("direct", False)
+    _refuse_if_true(opts, "iommu", "vhost_user")
+    if opts.get_int("num_queues", 1) != 1:
+        raise opts.error("num_queues", "only 1 queue is supported yet")
+    if opts.get_choice("image_type", ("raw", "qcow2", "vhd", "vhdx", "fixed_vhd"), "raw") != "raw":
+        raise opts.error("image_type", "only raw images are supported yet")
+    _refuse_if_given(
+        opts,
+        "queue_size",
+        "socket",
+        "bw_size",
+        "bw_one_time_burst",
+        "bw_refill_time",
+        "ops_size",
+        "ops_one_time_burst",
+        "ops_refill_time",
+        "pci_segment",
+        "rate_limit_group",
+        "queue_affinity",
+    )
+    _check_image(opts, path, readonly)
+    serial = opts.get_str("serial")
+    if serial is not None and (not serial.isascii() or len(serial) > 20):
+        raise opts.error("serial", f"{serial!r} is not 1-20 ASCII characters")
+    return DiskConfig(Path(path), readonly=readonly, direct=direct, id=opts.get_str("id"), serial=serial)
+
+
+def _check_image(opts: ParsedOptions, path: str, readonly: bool) -> None:
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise opts.error("path", f"cannot open {path!r}: {e.strerror}") from None
+    except ValueError:  # an embedded NUL
+        raise opts.error("path", f"{path!r} is not a valid path") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise opts.error("path", f"{path!r} is not a disk image file or block device")
+    if not os.access(path, os.R_OK if readonly else os.R_OK | os.W_OK):
+        what = "readable" if readonly else "writable (use readonly=on)"
+        raise opts.error("path", f"{path!r} is not {what}")
+
+
+def rng_config(text: str) -> RngConfig:
+    """``--rng src=PATH`` (default /dev/urandom); the device is present whether or not it is given."""
+    from pathlib import Path
+
+    from aovisor.config import DEFAULT_RNG_SOURCE, RngConfig
+
+    opts = RNG_OPTION.parse(text)
+    _refuse_if_true(opts, "iommu")
+    src = opts.get_str("src") or str(DEFAULT_RNG_SOURCE)
+    if not os.access(src, os.R_OK):
+        raise opts.error("src", f"cannot read {src!r}")
+    return RngConfig(src=Path(src))
 
 
 def serial_config(text: str) -> OutputConfig:
@@ -379,6 +522,25 @@ def _argument_parser() -> argparse.ArgumentParser:
     )
     vm.add_argument("--serial", metavar="off|null|tty|file=PATH", help="COM1 output (default tty)")
     vm.add_argument("--console", metavar="off|null", help="virtio-console (default off)")
+    vm.add_argument(
+        "--disk",
+        nargs="+",
+        action="extend",
+        metavar="path=IMAGE[,readonly=on,direct=on,id=,serial=]",
+        help="virtio-blk disk on a raw image (repeat for more disks)",
+    )
+    vm.add_argument("--rng", metavar="src=PATH", help="virtio-rng entropy source (default /dev/urandom)")
+
+    control = parser.add_argument_group("control")
+    control.add_argument(
+        "--api-socket",
+        metavar="path=PATH|fd=N",
+        help="serve the REST API (Cloud Hypervisor's, /api/v1) on this Unix socket; without --kernel, "
+        "wait for vm.create and vm.boot",
+    )
+    control.add_argument(
+        "--event-monitor", metavar="path=PATH|fd=N", help="write lifecycle events there (CH's JSON events)"
+    )
 
     parser.add_argument_group("not yet supported (Cloud Hypervisor's)", _wrap(LATER_OPTIONS, 76))
     return parser
@@ -406,8 +568,17 @@ def _terminal_width() -> int:
 
 
 def _print_version() -> int:
-    # `<name> vX.Y.Z`: the shape libvirt's ch driver parses from `cloud-hypervisor --version`.
-    print(f"{PROG} v{__version__}")
+    """``aovisor vX.Y.Z``; installed under Cloud Hypervisor's name, the CH release whose interface we follow.
+
+    libvirt's ch driver runs ``cloud-hypervisor --version``, requires ``cloud-hypervisor v<X.Y.Z>`` and gates
+    features on the version.  v28.0.0 is the claim that is true of aovisor: from v28 libvirt sends the
+    ``payload`` object (which we take) and from v22 several TAP fds per ``vm.add-net`` (which we take);
+    from v36 it would ask for a serial port on a Unix socket and from v40 restores, which we lack.
+    """
+    if os.path.basename(sys.argv[0]) == "cloud-hypervisor":
+        print(f"cloud-hypervisor v{CH_COMPATIBLE_VERSION} (aovisor v{__version__})")
+    else:
+        print(f"{PROG} v{__version__}")
     return 0
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from aovisor.config import VmConfig
     from aovisor.hypervisor.base import Hypervisor
     from aovisor.loader import BootInfo
+    from aovisor.virtio.device import VirtioDevice
     from aovisor.vmm.serial_io import SerialEndpoint
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,9 @@ def build_vm(config: VmConfig, hypervisor: Hypervisor, serial: SerialEndpoint) -
     try:
         attach_memory(vm)
         attach_legacy_devices(vm, serial)
+        attach_power_button(vm)
         attach_pci_root(vm)
+        attach_virtio_devices(vm)
         rsdp_gpa = attach_acpi_tables(vm)
         boot = load_payload(vm, rsdp_gpa)
         create_vcpus(vm, boot)
@@ -61,11 +64,22 @@ def attach_legacy_devices(vm: VirtualMachine, serial: SerialEndpoint) -> None:
     i8042 = I8042(reset=vm.reset, kbd_irq=_IrqPin(vm, layout.IRQ_I8042_KBD))
     vm.pio_bus.insert(i8042, layout.PORT_I8042_DATA, 5)
     below, above = _ram_below_above_4g(vm.memory)
-    vm.pio_bus.insert(Cmos(mem_below_4g=below, mem_above_4g=above), layout.PORT_CMOS, 2)
+    cmos = Cmos(mem_below_4g=below, mem_above_4g=above)
+    vm.pio_bus.insert(cmos, layout.PORT_CMOS, 2)
+    vm.devices["cmos"] = cmos  # the VMM carries its RAM over a reset (vmm.py)
     vm.pio_bus.insert(PostCode(), layout.PORT_POST, 1)
     vm.pio_bus.insert(
         AcpiPmDevice(poweroff=vm.poweroff, reset=vm.reset), layout.PORT_ACPI_PM, layout.ACPI_PM_SIZE
     )
+
+
+def attach_power_button(vm: VirtualMachine) -> None:
+    """The ACPI Generic Event Device that delivers ``vm.power-button`` (its AML is in the DSDT)."""
+    from aovisor.devices.legacy.ged import AcpiGedDevice
+
+    ged = AcpiGedDevice(irq=_IrqPin(vm, layout.IRQ_ACPI_GED))
+    vm.pio_bus.insert(ged, layout.PORT_ACPI_GED, layout.ACPI_GED_SIZE)
+    vm.devices["ged"] = ged
 
 
 def attach_pci_root(vm: VirtualMachine) -> None:
@@ -76,10 +90,57 @@ def attach_pci_root(vm: VirtualMachine) -> None:
     vm.devices["pci"] = root
 
 
+def attach_virtio_devices(vm: VirtualMachine) -> None:
+    """The virtio-pci devices: one step per kind, in the order of their PCI slots."""
+    attach_block_devices(vm)
+    attach_rng_device(vm)
+
+
+def attach_block_devices(vm: VirtualMachine) -> None:
+    from aovisor.virtio.devices.block import BlockDevice
+
+    for index, disk in enumerate(vm.config.disks):
+        name = f"virtio-blk{index}"
+        _attach_virtio_pci(vm, disk.id or f"_disk{index}", BlockDevice(name, disk))
+
+
+def attach_rng_device(vm: VirtualMachine) -> None:
+    if vm.config.rng is None:
+        return
+    from aovisor.virtio.devices.rng import RngDevice
+
+    _attach_virtio_pci(vm, "_rng", RngDevice("virtio-rng0", vm.config.rng))
+
+
+def _attach_virtio_pci(vm: VirtualMachine, device_id: str, device: VirtioDevice) -> None:
+    """Put ``device`` behind virtio-pci in the next free slot of bus 0, its BAR in the PCI MMIO window."""
+    from aovisor.devices.pci.root import PciRoot
+    from aovisor.virtio.transport.pci import BAR_SIZE, VirtioPciDevice
+
+    vm.on_close(device.close)  # first, so that a failure below still closes the device's files
+    root = vm.devices["pci"]
+    assert isinstance(root, PciRoot)
+    transport = VirtioPciDevice(
+        device,
+        memory=vm.memory,
+        hv_vm=vm.hv_vm,
+        mmio_bus=vm.mmio_bus,
+        bar_address=vm.pci_mmio.allocate(BAR_SIZE),
+        gsis=vm.gsis.allocate(len(device.queue_max_sizes) + 1),
+    )
+    vm.on_close(transport.close)
+    root.add_device(root.free_slot(), transport)
+    vm.devices[device_id] = transport
+    vm.pausables.append(device)
+
+
 def attach_acpi_tables(vm: VirtualMachine) -> int:
     from aovisor.arch.x86_64.acpi import AcpiConfig, build_acpi
+    from aovisor.arch.x86_64.acpi.pci_host import pci_host_bridge
+    from aovisor.devices.legacy.ged import ged_aml
 
-    blob = build_acpi(AcpiConfig(n_cpus=vm.config.cpus.boot_vcpus), layout.ACPI_START)
+    sb_devices = (*ged_aml(), pci_host_bridge())
+    blob = build_acpi(AcpiConfig(n_cpus=vm.config.cpus.boot_vcpus, sb_devices=sb_devices), layout.ACPI_START)
     vm.memory.write(layout.ACPI_START, blob.data)
     return blob.rsdp_gpa
 

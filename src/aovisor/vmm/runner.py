@@ -1,42 +1,51 @@
-"""Run a VM from a config until the guest powers off: build, start, wait, and rebuild on reset."""
+"""Run the VMM from the command line: boot a config and/or serve the API until the VMM ends (see vmm.vmm)."""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from aovisor.config import VmConfig
+if TYPE_CHECKING:
+    from aovisor.api.server import ApiSocketSpec
+    from aovisor.config import VmConfig
+    from aovisor.vmm.events import EventMonitor
 
 log = logging.getLogger(__name__)
 
 
 def run_vm(config: VmConfig) -> int:
     """Boot ``config`` and return the process exit status: 0 when the guest powers off, 1 on a VM error."""
-    from aovisor.hypervisor.probe import open_hypervisor
-    from aovisor.vmm.builder import build_vm
-    from aovisor.vmm.serial_io import SerialEndpoint
-    from aovisor.vmm.vm import ExitReason
+    return run_vmm(config)
 
-    config.validate()
-    hypervisor = open_hypervisor(config.hypervisor)
-    serial = SerialEndpoint(config.serial)
-    boots = 0
+
+def run_vmm(
+    config: VmConfig | None,
+    *,
+    api_socket: ApiSocketSpec | None = None,
+    events: EventMonitor | None = None,
+    hypervisor: str | None = None,
+) -> int:
+    """The whole VMM process: with ``config`` boot it at once; with ``api_socket`` serve the REST API too
+    (without ``config``, wait for ``vm.create``/``vm.boot``).  Returns the process exit status.
+
+    A configuration or boot error of ``config`` is raised (the CLI prints it as one line).
+    """
+    from aovisor.vmm.definition import VmDefinition
+    from aovisor.vmm.vmm import Vmm
+
+    vmm = Vmm(hypervisor=hypervisor, events=events)
+    server = None
     try:
-        while True:
-            boots += 1
-            vm = build_vm(config, hypervisor, serial)
-            try:
-                vm.start()
-                reason = vm.wait()
-            finally:
-                vm.close()
-            if reason is ExitReason.RESET:
-                log.info("guest reset: rebooting (boot %d)", boots + 1)
-                continue
-            if reason is ExitReason.ERROR:
-                log.error("VM stopped on error: %s", vm.exit_error)
-                return 1
-            log.info("guest powered off")
-            return 0
+        if api_socket is not None:
+            from aovisor.api.server import ApiServer
+
+            server = ApiServer.open(api_socket, vmm)
+            server.start()
+        if config is not None:
+            vmm.create(VmDefinition(config))
+            vmm.boot()
+        return vmm.run()
     finally:
-        serial.close()
-        hypervisor.close()
+        vmm.close()
+        if server is not None:
+            server.close()

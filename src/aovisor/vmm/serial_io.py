@@ -29,6 +29,8 @@ class SerialEndpoint:
         self._saved_tty: list[Any] | None = None
         self._target: Callable[[bytes], object] | None = None
         self._reader: threading.Thread | None = None
+        self.tx_bytes = 0  # guest -> endpoint, and endpoint -> guest (vm.counters)
+        self.rx_bytes = 0
         if cfg.mode is OutputMode.TTY:
             self._out_fd = sys.stdout.fileno()
         elif cfg.mode is OutputMode.FILE:
@@ -44,6 +46,7 @@ class SerialEndpoint:
         return self.mode is not OutputMode.OFF
 
     def write(self, data: bytes) -> None:
+        self.tx_bytes += len(data)
         fd = self._out_fd
         if fd is None:
             return
@@ -95,6 +98,7 @@ class SerialEndpoint:
                 return
             target = self._target
             if target is not None:
+                self.rx_bytes += len(data)
                 target(data)
 
     def close(self) -> None:

@@ -37,9 +37,12 @@ class VcpuThread(threading.Thread):
 
     def run(self) -> None:
         set_thread_name(self.name)
-        vm, vcpu, ops = self.vm, self.vcpu, self.vm.ops
+        vm, vcpu, ops, gate = self.vm, self.vcpu, self.vm.ops, self.vm.pause_gate
         try:
             while not vm.stopping:
+                if gate.requested:  # VM pause: wait here, outside the guest, until resumed
+                    gate.park()
+                    continue
                 exit_ = vcpu.run(ops)
                 if exit_ is VcpuExit.INTERRUPTED:
                     # Clear before re-checking the stop flag: a kick arriving after the check sets it again.

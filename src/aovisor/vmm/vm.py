@@ -15,12 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from aovisor.arch.x86_64 import layout
 from aovisor.devices.bus import Bus
+from aovisor.vmm.allocators import AddressAllocator, GsiAllocator
+from aovisor.vmm.pause import PauseGate
 
 if TYPE_CHECKING:
     from aovisor.config import VmConfig
     from aovisor.hypervisor.base import Vcpu, Vm
     from aovisor.memory import GuestMemory
+    from aovisor.vmm.event_loop import Pausable
     from aovisor.vmm.vcpu import VcpuThread
 
 log = logging.getLogger(__name__)
@@ -63,12 +67,21 @@ class VirtualMachine:
         self.vcpus: list[Vcpu] = []
         self.threads: list[VcpuThread] = []
         self.devices: dict[str, object] = {}
+        # Objects that own threads (virtio device loops): VM pause/resume calls their pause()/resume().
+        self.pausables: list[Pausable] = []
+        self.gsis = GsiAllocator(layout.MSI_GSI_START, layout.MSI_GSI_END)  # MSI-X vectors' irqfd GSIs
+        self.pci_mmio = AddressAllocator(layout.PCI_MMIO_WINDOW_START, layout.PCI_MMIO_WINDOW_END)  # BARs
         self._exit = threading.Event()
         self._exit_lock = threading.Lock()
         self.exit_reason: ExitReason | None = None
         self.exit_error: BaseException | None = None
         self.stopping = False
         self._closers: list[Callable[[], None]] = []
+        # Pause/resume (aovisor.vmm.pause): where vCPU threads park, and the guest clock saved at pause.
+        self.pause_gate = PauseGate()
+        self.paused_clock: int | None = None
+        # Called (from any thread) once an exit is requested: how the VMM's control loop hears of it.
+        self.exit_listeners: list[Callable[[], None]] = []
 
     # --- stopping ------------------------------------------------------------------------------------
     def request_exit(self, reason: ExitReason, error: BaseException | None = None) -> None:
@@ -80,8 +93,11 @@ class VirtualMachine:
             self.exit_error = error
             self.stopping = True
         log.debug("exit requested: %s", reason.value)
+        self.pause_gate.close()  # parked vCPUs must wake to see the stop
         self.kick_all()
         self._exit.set()
+        for listener in self.exit_listeners:
+            listener()
 
     def poweroff(self) -> None:
         self.request_exit(ExitReason.POWEROFF)
@@ -92,6 +108,18 @@ class VirtualMachine:
     def kick_all(self) -> None:
         for thread in self.threads:
             thread.kick()
+
+    # --- pausing -------------------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Park every vCPU, freeze the guest clock and pause the device threads (see aovisor.vmm.pause)."""
+        from aovisor.vmm.pause import pause_vm
+
+        pause_vm(self)
+
+    def resume(self) -> None:
+        from aovisor.vmm.pause import resume_vm
+
+        resume_vm(self)
 
     # --- running -------------------------------------------------------------------------------------
     def start(self) -> None:

@@ -34,6 +34,9 @@ HIGH_RAM_START = 0x100000  # where kernels load (1 MiB)
 # --- The 32-bit MMIO hole -----------------------------------------------------------------------
 MMIO_HOLE_START = 0xC000_0000  # 3 GiB: RAM above this continues at 4 GiB
 MMIO_HOLE_END = 0x1_0000_0000
+# PCI memory BARs are placed here (the host bridge's _CRS window in the DSDT).  Nothing else lives in it.
+PCI_MMIO_WINDOW_START = 0xC000_0000
+PCI_MMIO_WINDOW_END = 0xE000_0000
 IOAPIC_START = 0xFEC0_0000
 IOAPIC_SIZE = 0x1000
 APIC_START = 0xFEE0_0000
@@ -48,11 +51,17 @@ PORT_POST = 0x80  # POST diagnostic port: a sink Linux uses for I/O delays
 PORT_COM1 = 0x3F8
 PORT_PCI_CONFIG = 0xCF8  # 0xCF8 address, 0xCFC-0xCFF data; a byte at 0xCF9 is the reset control register
 PORT_ACPI_PM = 0x600  # hardware-reduced ACPI sleep control/status and reset registers (as in CH)
-ACPI_PM_SIZE = 8
+ACPI_PM_SIZE = 2  # sleep control and sleep status; the GED's event register follows them
+PORT_ACPI_GED = PORT_ACPI_PM + ACPI_PM_SIZE  # 0x602: the power-button GED's event register
+ACPI_GED_SIZE = 1
 ACPI_S5_SLEEP_TYPE = 5  # SLP_TYP of S5 (soft off): the DSDT's \_S5_ package and the PM device agree on it
 
 # --- Interrupts (GSIs on the IOAPIC) -----------------------------------------------------------
 IRQ_I8042_KBD = 1
 IRQ_COM1 = 4
 IRQ_ACPI_SCI = 9
+IRQ_ACPI_GED = 5  # the GED's interrupt (edge, active high): a free ISA pin, as in Cloud Hypervisor
 IOAPIC_PINS = 24
+# GSIs above the IOAPIC pins, routed to MSI messages (MSI-X vectors) and raised through irqfds.
+MSI_GSI_START = IOAPIC_PINS
+MSI_GSI_END = 1024  # KVM accepts at least 1024 routes (KVM_MAX_IRQ_ROUTES is 4096 on current kernels)

@@ -5,6 +5,10 @@ time registers are ignored), and no RTC interrupts are generated (register C alw
 numbers and bits follow the Motorola MC146818A datasheet ("Address Map", "Register A-D"); the memory-size
 bytes follow the IBM PC/AT CMOS layout that SeaBIOS and other firmware read, and bytes 0x5B-0x5D the QEMU
 and Cloud Hypervisor convention for RAM above 4 GiB.
+
+Bytes 14-127 are battery-backed RAM: :meth:`Cmos.nvram` and :meth:`Cmos.restore_nvram` carry them over a
+guest reset (the VM is rebuilt then), as a PC keeps them across a reboot.  A guest can leave itself a note
+for its next boot there (Linux: /dev/nvram).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ INDEX_PORT = 0  # offsets from the base port 0x70
 DATA_PORT = 1
 NVRAM_SIZE = 128
 INDEX_MASK = 0x7F  # bit 7 of the index byte is the NMI-disable gate, not part of the address
+USER_RAM_START = 0x0E  # the clock and its control registers A-D are below; RAM from here up (MC146818A)
 
 # --- Clock registers ------------------------------------------------------------------------------
 REG_SECONDS = 0x00
@@ -75,7 +80,20 @@ class Cmos:
         self._nvram = bytearray(NVRAM_SIZE)
         self._nvram[REG_A] = REG_A_DEFAULT
         self._nvram[REG_B] = REG_B_DEFAULT
+        self._memory_sizes = (mem_below_4g, mem_above_4g)
         self._store_memory_sizes(mem_below_4g, mem_above_4g)
+
+    def nvram(self) -> bytes:
+        """The battery-backed RAM (bytes 14-127), for :meth:`restore_nvram` in the next boot's CMOS."""
+        return bytes(self._nvram[USER_RAM_START:])
+
+    def restore_nvram(self, saved: bytes) -> None:
+        """Take back the RAM that :meth:`nvram` returned before a reset; the memory sizes are then written
+        again, as firmware does at power-on self-test."""
+        if len(saved) != NVRAM_SIZE - USER_RAM_START:
+            raise ValueError(f"CMOS RAM is {NVRAM_SIZE - USER_RAM_START} bytes, not {len(saved)}")
+        self._nvram[USER_RAM_START:] = saved
+        self._store_memory_sizes(*self._memory_sizes)
 
     def _store_memory_sizes(self, below_4g: int, above_4g: int) -> None:
         ram = self._nvram

@@ -1,0 +1,213 @@
+/* The guests' virtio-pci driver; see virtio.h. */
+#include "virtio.h"
+
+#include "runtime.h"
+
+#define CAP_COMMON_CFG 1
+#define CAP_NOTIFY_CFG 2
+#define CAP_ISR_CFG 3
+#define CAP_DEVICE_CFG 4
+
+/* struct virtio_pci_common_cfg (§4.1.4.3) */
+#define COMMON_DFSELECT 0x00
+#define COMMON_DF 0x04
+#define COMMON_GFSELECT 0x08
+#define COMMON_GF 0x0C
+#define COMMON_MSIX 0x10
+#define COMMON_NUMQ 0x12
+#define COMMON_STATUS 0x14
+#define COMMON_Q_SELECT 0x16
+#define COMMON_Q_SIZE 0x18
+#define COMMON_Q_MSIX 0x1A
+#define COMMON_Q_ENABLE 0x1C
+#define COMMON_Q_NOFF 0x1E
+#define COMMON_Q_DESC 0x20
+#define COMMON_Q_AVAIL 0x28
+#define COMMON_Q_USED 0x30
+
+#define PAGE 4096u
+#define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((size_t)(a) - 1))
+
+static size_t used_offset(uint16_t size) { return ALIGN_UP(16u * size + 6u + 2u * size, PAGE); }
+
+size_t virtq_memory_size(uint16_t size) { return used_offset(size) + ALIGN_UP(6u + 8u * size, PAGE); }
+
+static void write64(uintptr_t addr, uint64_t value)
+{
+    /* Two 32-bit halves, low first, as the spec allows (§4.1.3.1). */
+    mmio_write32(addr, (uint32_t)value);
+    mmio_write32(addr + 4, (uint32_t)(value >> 32));
+}
+
+int virtio_pci_open(struct virtio_dev *dev, pci_dev_t pci)
+{
+    memset(dev, 0, sizeof(*dev));
+    dev->pci = pci;
+    pci_write16(pci, PCI_COMMAND, pci_read16(pci, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    for (unsigned at = pci_find_capability(pci, PCI_CAP_ID_VENDOR, 0); at != 0;
+         at = pci_find_capability(pci, PCI_CAP_ID_VENDOR, at)) {
+        uint8_t type = pci_read8(pci, at + 3);
+        uint8_t bar = pci_read8(pci, at + 4);
+        uint32_t offset = pci_read32(pci, at + 8);
+        if (bar > 5)
+            continue;
+        uintptr_t base = (uintptr_t)pci_bar_address(pci, bar) + offset;
+        if (type == CAP_COMMON_CFG && !dev->common)
+            dev->common = base;
+        else if (type == CAP_NOTIFY_CFG && !dev->notify) {
+            dev->notify = base;
+            dev->notify_multiplier = pci_read32(pci, at + 16);
+        } else if (type == CAP_ISR_CFG && !dev->isr)
+            dev->isr = base;
+        else if (type == CAP_DEVICE_CFG && !dev->device_cfg)
+            dev->device_cfg = base;
+    }
+    unsigned msix = pci_find_capability(pci, PCI_CAP_ID_MSIX, 0);
+    if (msix) {
+        uint32_t table = pci_read32(pci, msix + 4);
+        dev->msix_cap = msix;
+        dev->msix_vectors = (pci_read16(pci, msix + 2) & 0x7FF) + 1;
+        dev->msix_table = (uintptr_t)pci_bar_address(pci, table & 7) + (table & ~7u);
+    }
+    return dev->common && dev->notify && dev->isr ? 0 : -1;
+}
+
+uint64_t virtio_device_features(struct virtio_dev *dev)
+{
+    mmio_write32(dev->common + COMMON_DFSELECT, 0);
+    uint64_t low = mmio_read32(dev->common + COMMON_DF);
+    mmio_write32(dev->common + COMMON_DFSELECT, 1);
+    uint64_t high = mmio_read32(dev->common + COMMON_DF);
+    return high << 32 | low;
+}
+
+uint8_t virtio_status(struct virtio_dev *dev) { return mmio_read8(dev->common + COMMON_STATUS); }
+
+uint8_t virtio_read_isr(struct virtio_dev *dev) { return mmio_read8(dev->isr); }
+
+uint16_t virtio_num_queues(struct virtio_dev *dev) { return mmio_read16(dev->common + COMMON_NUMQ); }
+
+int virtio_negotiate(struct virtio_dev *dev, uint64_t wanted)
+{
+    mmio_write8(dev->common + COMMON_STATUS, 0);
+    for (unsigned spins = 0; virtio_status(dev) != 0; spins++) /* reset completes when status reads 0 */
+        if (spins > 1000000)
+            return -1;
+    mmio_write8(dev->common + COMMON_STATUS, VIRTIO_STATUS_ACKNOWLEDGE);
+    mmio_write8(dev->common + COMMON_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+    uint64_t features = virtio_device_features(dev) & wanted;
+    mmio_write32(dev->common + COMMON_GFSELECT, 0);
+    mmio_write32(dev->common + COMMON_GF, (uint32_t)features);
+    mmio_write32(dev->common + COMMON_GFSELECT, 1);
+    mmio_write32(dev->common + COMMON_GF, (uint32_t)(features >> 32));
+    uint8_t status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
+    mmio_write8(dev->common + COMMON_STATUS, status);
+    if (!(virtio_status(dev) & VIRTIO_STATUS_FEATURES_OK))
+        return -1;
+    dev->features = features;
+    return 0;
+}
+
+int virtq_init(struct virtio_dev *dev, struct virtq *q, unsigned index, void *mem, uint16_t size,
+               uint16_t msix_vector)
+{
+    uintptr_t base = (uintptr_t)mem;
+    mmio_write16(dev->common + COMMON_Q_SELECT, (uint16_t)index);
+    uint16_t max = mmio_read16(dev->common + COMMON_Q_SIZE);
+    if (max == 0 || size > max || (size & (size - 1)) || (base & (PAGE - 1)))
+        return -1;
+    memset(q, 0, sizeof(*q));
+    q->size = size;
+    q->index = (uint16_t)index;
+    q->desc = (volatile struct virtq_desc *)base;
+    q->avail = (volatile uint16_t *)(base + 16u * size);
+    q->used = (volatile uint8_t *)(base + used_offset(size));
+    q->event_idx = (dev->features & VIRTIO_F_EVENT_IDX) != 0;
+    mmio_write16(dev->common + COMMON_Q_SIZE, size);
+    mmio_write16(dev->common + COMMON_Q_MSIX, msix_vector);
+    if (mmio_read16(dev->common + COMMON_Q_MSIX) != msix_vector)
+        return -1;
+    write64(dev->common + COMMON_Q_DESC, base);
+    write64(dev->common + COMMON_Q_AVAIL, (uintptr_t)q->avail);
+    write64(dev->common + COMMON_Q_USED, (uintptr_t)q->used);
+    uint16_t notify_off = mmio_read16(dev->common + COMMON_Q_NOFF);
+    q->notify_addr = dev->notify + (uintptr_t)notify_off * dev->notify_multiplier;
+    mmio_write16(dev->common + COMMON_Q_ENABLE, 1);
+    return 0;
+}
+
+void virtio_driver_ok(struct virtio_dev *dev)
+{
+    mmio_write8(dev->common + COMMON_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                                                 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+}
+
+uint8_t virtio_config_read8(struct virtio_dev *dev, unsigned offset) { return mmio_read8(dev->device_cfg + offset); }
+
+uint32_t virtio_config_read32(struct virtio_dev *dev, unsigned offset)
+{
+    return mmio_read32(dev->device_cfg + offset);
+}
+
+uint64_t virtio_config_read64(struct virtio_dev *dev, unsigned offset)
+{
+    uint64_t low = mmio_read32(dev->device_cfg + offset);
+    return (uint64_t)mmio_read32(dev->device_cfg + offset + 4) << 32 | low;
+}
+
+void virtio_msix_set(struct virtio_dev *dev, unsigned vector, uint64_t address, uint32_t data, bool masked)
+{
+    uintptr_t entry = dev->msix_table + 16u * vector;
+    mmio_write32(entry + 12, 1); /* mask while changing the message */
+    mmio_write32(entry + 0, (uint32_t)address);
+    mmio_write32(entry + 4, (uint32_t)(address >> 32));
+    mmio_write32(entry + 8, data);
+    mmio_write32(entry + 12, masked ? 1 : 0);
+}
+
+void virtio_msix_enable(struct virtio_dev *dev)
+{
+    uint16_t control = pci_read16(dev->pci, dev->msix_cap + 2);
+    pci_write16(dev->pci, dev->msix_cap + 2, (control | 0x8000) & ~0x4000); /* enable, no function mask */
+}
+
+void virtq_publish(struct virtq *q, uint16_t head)
+{
+    q->avail[2 + (q->avail_idx & (q->size - 1))] = head;
+    q->avail_idx++;
+}
+
+void virtq_kick(struct virtq *q)
+{
+    uint16_t new_idx = q->avail_idx, old_idx = q->kicked_idx;
+    compiler_barrier(); /* ring entries before the index (x86 keeps stores in order) */
+    q->avail[1] = new_idx;
+    q->kicked_idx = new_idx;
+    virtio_mb(); /* the index store must be visible before we read the device's avail_event/flags */
+    bool notify;
+    if (q->event_idx) {
+        uint16_t avail_event = *(volatile uint16_t *)(q->used + 4 + 8u * q->size);
+        notify = (uint16_t)(new_idx - avail_event - 1) < (uint16_t)(new_idx - old_idx);
+    } else {
+        notify = !(*(volatile uint16_t *)q->used & 1); /* VIRTQ_USED_F_NO_NOTIFY */
+    }
+    if (notify) {
+        mmio_write16(q->notify_addr, q->index);
+        q->kicks++;
+    }
+}
+
+bool virtq_get_used(struct virtq *q, uint32_t *id, uint32_t *len)
+{
+    uint16_t used_idx = *(volatile uint16_t *)(q->used + 2);
+    if (used_idx == q->last_used)
+        return false;
+    compiler_barrier(); /* the element after the index (x86 keeps loads in order) */
+    volatile uint32_t *elem = (volatile uint32_t *)(q->used + 4 + 8u * (q->last_used & (q->size - 1)));
+    *id = elem[0];
+    *len = elem[1];
+    q->last_used++;
+    if (q->event_idx)
+        q->avail[2 + q->size] = q->last_used; /* used_event: interrupt at the next completion */
+    return true;
+}

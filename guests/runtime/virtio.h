@@ -1,0 +1,104 @@
+/*
+ * A minimal virtio-pci (modern, virtio 1.2 §4.1) driver for the guests: capability parsing, feature
+ * negotiation, split virtqueues (§2.7) with optional EVENT_IDX, and MSI-X programming. Everything works at
+ * CPL3: config space through the ports, the BAR through the identity map of the MMIO hole.
+ *
+ * Guest physical addresses are the virtual addresses (the runtime identity-maps the first 4 GiB).
+ */
+#ifndef GUEST_VIRTIO_H
+#define GUEST_VIRTIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pci.h"
+
+#define VIRTIO_PCI_VENDOR 0x1AF4
+#define VIRTIO_PCI_DEVICE(type) (0x1040 + (type))
+#define VIRTIO_ID_BLOCK 2
+#define VIRTIO_ID_RNG 4
+
+#define VIRTIO_STATUS_ACKNOWLEDGE 1
+#define VIRTIO_STATUS_DRIVER 2
+#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_NEEDS_RESET 64
+#define VIRTIO_STATUS_FAILED 128
+
+#define VIRTIO_F_INDIRECT_DESC (1ull << 28)
+#define VIRTIO_F_EVENT_IDX (1ull << 29)
+#define VIRTIO_F_VERSION_1 (1ull << 32)
+
+#define VIRTQ_DESC_F_NEXT 1
+#define VIRTQ_DESC_F_WRITE 2
+#define VIRTIO_MSI_NO_VECTOR 0xFFFF
+
+struct virtq_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+};
+
+struct virtio_dev {
+    pci_dev_t pci;
+    uintptr_t common;     /* struct virtio_pci_common_cfg */
+    uintptr_t notify;     /* notification area */
+    uintptr_t isr;
+    uintptr_t device_cfg; /* 0 if the device has none */
+    uint32_t notify_multiplier;
+    unsigned msix_cap;    /* config offset of the MSI-X capability, 0 if none */
+    uintptr_t msix_table;
+    unsigned msix_vectors;
+    uint64_t features;    /* negotiated */
+};
+
+struct virtq {
+    uint16_t size;
+    uint16_t index;
+    volatile struct virtq_desc *desc;
+    volatile uint16_t *avail; /* flags, idx, ring[size], used_event */
+    volatile uint8_t *used;   /* flags, idx, ring[size] of {id, len}, avail_event */
+    uintptr_t notify_addr;
+    uint16_t avail_idx;       /* the next available index we publish */
+    uint16_t kicked_idx;      /* the available index at the last kick decision */
+    uint16_t last_used;
+    bool event_idx;
+    uint64_t kicks;           /* notifications actually sent */
+};
+
+/* Bytes of 4096-aligned memory a queue of `size` entries needs (descriptors, available and used rings). */
+size_t virtq_memory_size(uint16_t size);
+
+/* Find the virtio capabilities of `pci`, enable memory decoding and bus mastering. 0 on success. */
+int virtio_pci_open(struct virtio_dev *dev, pci_dev_t pci);
+uint64_t virtio_device_features(struct virtio_dev *dev);
+/* Reset, ACKNOWLEDGE, DRIVER, write `wanted & offered`, FEATURES_OK; 0 if the device accepted. */
+int virtio_negotiate(struct virtio_dev *dev, uint64_t wanted);
+/* Program queue `index` with `size` entries in `mem` (virtq_memory_size bytes, 4096-aligned, zeroed). */
+int virtq_init(struct virtio_dev *dev, struct virtq *q, unsigned index, void *mem, uint16_t size,
+               uint16_t msix_vector);
+void virtio_driver_ok(struct virtio_dev *dev);
+uint8_t virtio_status(struct virtio_dev *dev);
+uint8_t virtio_read_isr(struct virtio_dev *dev);
+uint16_t virtio_num_queues(struct virtio_dev *dev);
+uint8_t virtio_config_read8(struct virtio_dev *dev, unsigned offset);
+uint32_t virtio_config_read32(struct virtio_dev *dev, unsigned offset);
+uint64_t virtio_config_read64(struct virtio_dev *dev, unsigned offset);
+
+/* Program MSI-X table entry `vector` (address, data, masked) and enable MSI-X. */
+void virtio_msix_set(struct virtio_dev *dev, unsigned vector, uint64_t address, uint32_t data, bool masked);
+void virtio_msix_enable(struct virtio_dev *dev);
+
+/* Make the chain starting at descriptor `head` available (not yet visible to the device). */
+void virtq_publish(struct virtq *q, uint16_t head);
+/* Make the published chains visible and notify the device if it asked for it. */
+void virtq_kick(struct virtq *q);
+/* Take one used element if there is one. */
+bool virtq_get_used(struct virtq *q, uint32_t *id, uint32_t *len);
+
+static inline void virtio_mb(void) { __asm__ volatile("lock; addl $0, (%%rsp)" ::: "memory", "cc"); }
+static inline void compiler_barrier(void) { __asm__ volatile("" ::: "memory"); }
+
+#endif

@@ -1,0 +1,268 @@
+"""Split virtqueues (virtio 1.2 §2.7): the one place where the guest's ring contents are validated.
+
+A driver shares three structures in guest RAM: the descriptor table (16-byte ``addr, len, flags, next``
+entries), the available ring (``flags, idx, ring[size], used_event``) and the used ring (``flags, idx,
+ring[size] of {id, len}, avail_event``).  Everything in them is guest-controlled, so :meth:`SplitQueue.pop`
+checks each value once, as it is read, and hands the device memoryviews that are guaranteed to lie inside
+guest RAM:
+
+* the available index may run ahead of ours by at most the queue size (§2.7.13.3);
+* a head or ``next`` index must be inside its table; a chain longer than its table loops (§2.7.5.3.1);
+* an indirect table (``VIRTQ_DESC_F_INDIRECT``, only if negotiated) is a multiple of 16 bytes, at most
+  :data:`MAX_INDIRECT_DESCRIPTORS` entries, never nested, and not combined with ``NEXT`` (§2.7.5.3.1);
+* every buffer lies inside one RAM region (:meth:`GuestMemory.view`), and device-writable buffers come
+  after all device-readable ones (§2.7.4.2);
+* used-ring writes go to ``idx % size`` and name a head the device got from :meth:`pop`, with a length
+  clamped to the chain's writable bytes.
+
+Any violation raises :class:`QueueError`; the device then reports DEVICE_NEEDS_RESET and stops using the
+queue.  The rings are viewed once, when the queue is created, so the hot path is ``struct`` on memoryviews.
+
+Notification suppression: with ``VIRTIO_F_EVENT_IDX`` the device publishes ``avail_event`` (where it wants
+the next kick) and honours the driver's ``used_event`` (§2.7.7-2.7.10); without it, ``VIRTQ_AVAIL_F_NO_
+INTERRUPT``.  Ordering: x86 keeps stores in order and loads in order, so writing a used element before the
+used index needs no fence; the two store-then-load points (publishing avail_event then re-reading the
+available index, publishing the used index then reading used_event) take a full barrier.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aovisor.errors import GuestMemoryError
+
+if TYPE_CHECKING:
+    from aovisor.memory import GuestMemory
+
+VIRTQ_DESC_F_NEXT = 1
+VIRTQ_DESC_F_WRITE = 2
+VIRTQ_DESC_F_INDIRECT = 4
+VIRTQ_AVAIL_F_NO_INTERRUPT = 1
+
+DESCRIPTOR_SIZE = 16
+MAX_QUEUE_SIZE = 32768  # §2.7: split queue sizes are powers of two up to 32768
+# Indirect tables larger than this are refused (QEMU and Linux use 1024 as the bound of a chain).
+MAX_INDIRECT_DESCRIPTORS = 1024
+
+# Alignment of the three areas (§2.7, table "Virtqueue Part Alignment").
+DESC_ALIGN = 16
+AVAIL_ALIGN = 2
+USED_ALIGN = 4
+
+_DESC = struct.Struct("<QIHH")
+_U16 = struct.Struct("<H")
+_USED_ELEM = struct.Struct("<II")
+
+_fence_lock = threading.Lock()
+
+
+def full_barrier() -> None:
+    """A full memory fence: an uncontended lock round-trip is a locked read-modify-write on x86."""
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+class QueueError(Exception):
+    """The driver broke the virtqueue contract; the device must be reset before the queue is used again."""
+
+
+def ring_sizes(size: int, event_idx: bool) -> tuple[int, int, int]:
+    """Bytes of the descriptor table, available ring and used ring of a queue of ``size`` entries."""
+    extra = 2 if event_idx else 0
+    return DESCRIPTOR_SIZE * size, 4 + 2 * size + extra, 4 + 8 * size + extra
+
+
+class DescriptorChain:
+    """One request: the head index and its buffers as views of guest RAM, readable ones first."""
+
+    __slots__ = ("head", "readable", "readable_len", "writable", "writable_len")
+
+    def __init__(
+        self, head: int, readable: list[memoryview], writable: list[memoryview], r_len: int, w_len: int
+    ) -> None:
+        self.head = head
+        self.readable = readable
+        self.writable = writable
+        self.readable_len = r_len
+        self.writable_len = w_len
+
+    def __repr__(self) -> str:
+        return (
+            f"DescriptorChain(head={self.head}, readable={[len(v) for v in self.readable]}, "
+            f"writable={[len(v) for v in self.writable]})"
+        )
+
+
+@dataclass
+class QueueConfig:
+    """A queue as the driver programs it through a transport (common config or MMIO registers)."""
+
+    max_size: int
+    size: int = 0
+    enabled: bool = False
+    desc: int = 0
+    driver: int = 0  # the available ring
+    device: int = 0  # the used ring
+    vector: int = 0xFFFF  # MSI-X vector (VIRTIO_MSI_NO_VECTOR)
+
+    def __post_init__(self) -> None:
+        self.size = self.size or self.max_size
+
+    def reset(self) -> None:
+        self.size = self.max_size
+        self.enabled = False
+        self.desc = self.driver = self.device = 0
+        self.vector = 0xFFFF
+
+
+class SplitQueue:
+    """A split virtqueue in guest RAM, used by one device thread."""
+
+    def __init__(
+        self,
+        memory: GuestMemory,
+        size: int,
+        desc: int,
+        avail: int,
+        used: int,
+        *,
+        event_idx: bool = False,
+        indirect: bool = False,
+    ) -> None:
+        if not 1 <= size <= MAX_QUEUE_SIZE or size & (size - 1):
+            raise QueueError(f"queue size {size} is not a power of two in 1..{MAX_QUEUE_SIZE}")
+        if desc % DESC_ALIGN or avail % AVAIL_ALIGN or used % USED_ALIGN:
+            raise QueueError(f"misaligned rings: desc {desc:#x}, avail {avail:#x}, used {used:#x}")
+        desc_len, avail_len, used_len = ring_sizes(size, event_idx)
+        try:
+            self._desc = memory.view(desc, desc_len)
+            self._avail = memory.view(avail, avail_len)
+            self._used = memory.view(used, used_len)
+        except GuestMemoryError as e:
+            raise QueueError(f"ring outside guest RAM: {e}") from None
+        self._memory = memory
+        self.size = size
+        self._mask = size - 1
+        self.event_idx = event_idx
+        self.indirect = indirect
+        self._used_event_at = 4 + 2 * size
+        self._avail_event_at = 4 + 8 * size
+        self.next_avail = 0  # the driver's next available-ring entry we will read
+        self.next_used = 0  # our used index
+        self._signalled_used = 0  # used index when the driver was last considered for an interrupt
+
+    # --- Taking requests -----------------------------------------------------------------------------
+    def pending(self) -> int:
+        """How many chains the driver has made available that we have not popped."""
+        return (int(_U16.unpack_from(self._avail, 2)[0]) - self.next_avail) & 0xFFFF
+
+    def pop(self) -> DescriptorChain | None:
+        """The next available chain, validated, or None when the driver has made none available."""
+        pending = (_U16.unpack_from(self._avail, 2)[0] - self.next_avail) & 0xFFFF
+        if pending == 0:
+            return None
+        if pending > self.size:
+            raise QueueError(f"available index is {pending} ahead of the device, more than the queue size")
+        head = _U16.unpack_from(self._avail, 4 + 2 * (self.next_avail & self._mask))[0]
+        self.next_avail = (self.next_avail + 1) & 0xFFFF
+        return self._walk(head)
+
+    def _walk(self, head: int) -> DescriptorChain:
+        table = self._desc
+        table_size = self.size
+        if head >= table_size:
+            raise QueueError(f"head descriptor {head} is outside the queue of {table_size}")
+        view = self._memory.view
+        readable: list[memoryview] = []
+        writable: list[memoryview] = []
+        r_len = w_len = 0
+        index = head
+        budget = table_size  # a chain visits each descriptor of its table at most once
+        in_indirect = False
+        while True:
+            if budget == 0:
+                raise QueueError(f"descriptor chain from head {head} is longer than its table (a loop)")
+            budget -= 1
+            addr, length, flags, next_index = _DESC.unpack_from(table, DESCRIPTOR_SIZE * index)
+            if flags & VIRTQ_DESC_F_INDIRECT:
+                if not self.indirect:
+                    raise QueueError("indirect descriptor without VIRTIO_F_INDIRECT_DESC")
+                if in_indirect:
+                    raise QueueError("indirect descriptor inside an indirect table")
+                if flags & VIRTQ_DESC_F_NEXT:
+                    raise QueueError("indirect descriptor with the NEXT flag")
+                count, rest = divmod(length, DESCRIPTOR_SIZE)
+                if rest or not 1 <= count <= MAX_INDIRECT_DESCRIPTORS:
+                    raise QueueError(f"indirect table of {length} bytes")
+                try:
+                    table = view(addr, length)
+                except GuestMemoryError as e:
+                    raise QueueError(f"indirect table outside guest RAM: {e}") from None
+                table_size = budget = count
+                index = 0
+                in_indirect = True
+                continue
+            try:
+                buffer = view(addr, length)
+            except GuestMemoryError as e:
+                raise QueueError(f"buffer outside guest RAM: {e}") from None
+            if flags & VIRTQ_DESC_F_WRITE:
+                writable.append(buffer)
+                w_len += length
+            elif writable:
+                raise QueueError("device-readable buffer after a device-writable one")
+            else:
+                readable.append(buffer)
+                r_len += length
+            if not flags & VIRTQ_DESC_F_NEXT:
+                return DescriptorChain(head, readable, writable, r_len, w_len)
+            if next_index >= table_size:
+                raise QueueError(f"next descriptor {next_index} is outside its table of {table_size}")
+            index = next_index
+
+    def undo_pop(self) -> None:
+        """Give back the last popped chain (a device that cannot take it now retries it later)."""
+        self.next_avail = (self.next_avail - 1) & 0xFFFF
+
+    # --- Returning them ------------------------------------------------------------------------------
+    def add_used(self, chain: DescriptorChain, written: int) -> None:
+        """Return ``chain`` to the driver with ``written`` bytes stored in its writable buffers."""
+        if written > chain.writable_len:
+            written = chain.writable_len
+        at = 4 + 8 * (self.next_used & self._mask)
+        _USED_ELEM.pack_into(self._used, at, chain.head, written)
+        self.next_used = (self.next_used + 1) & 0xFFFF
+        _U16.pack_into(self._used, 2, self.next_used)  # after the element: x86 keeps stores in order
+
+    def needs_interrupt(self) -> bool:
+        """Whether the driver wants an interrupt for what was added since the last call (§2.7.10)."""
+        new = self.next_used
+        old = self._signalled_used
+        if new == old:
+            return False
+        self._signalled_used = new
+        if self.event_idx:
+            full_barrier()  # our used index store must be visible before we read used_event
+            used_event: int = _U16.unpack_from(self._avail, self._used_event_at)[0]
+            return ((new - used_event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)
+        flags: int = _U16.unpack_from(self._avail, 0)[0]
+        return not flags & VIRTQ_AVAIL_F_NO_INTERRUPT
+
+    def arm_notification(self) -> bool:
+        """Ask the driver to kick for the next available chain; True if one arrived meanwhile (pop again).
+
+        Without EVENT_IDX notifications are never suppressed, so this only re-checks."""
+        if self.event_idx:
+            _U16.pack_into(self._used, self._avail_event_at, self.next_avail)
+            full_barrier()  # avail_event must be visible before we re-read the available index
+        avail_idx: int = _U16.unpack_from(self._avail, 2)[0]
+        return avail_idx != self.next_avail
+
+    def release(self) -> None:
+        """Drop the views of guest RAM (on reset), so the memory can be unmapped."""
+        self._desc.release()
+        self._avail.release()
+        self._used.release()

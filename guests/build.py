@@ -45,6 +45,7 @@ _GUEST_SOURCES: dict[str, tuple[str, ...]] = {
     "smp": ("smp.c", "smp_trampoline.S"),
     "pvhinfo": ("pvhinfo.c",),
     "reset": ("reset.c",),
+    "mmio_forms": ("mmio_forms.c",),
     "echo": ("echo.c",),
     "virtio_blk": ("virtio_blk.c", "runtime/pci.c", "runtime/virtio.c"),
     "virtio_rng": ("virtio_rng.c", "runtime/pci.c", "runtime/virtio.c"),

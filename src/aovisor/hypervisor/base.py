@@ -10,7 +10,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from aovisor.devices.bus import BusDevice
 
 
 class VmOps(Protocol):
@@ -197,6 +200,10 @@ class Vm(Protocol):
     def set_clock(self, clock: int) -> None: ...
 
     def supported_cpuid(self) -> list[CpuidEntry]: ...
+
+    def irqchip_device(self) -> BusDevice | None:
+        """The IOAPIC the VMM must map at layout.IOAPIC_START, or None when the hypervisor has its own."""
+        ...
 
     def close(self) -> None: ...
 

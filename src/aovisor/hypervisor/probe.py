@@ -24,5 +24,7 @@ def open_hypervisor(name: str | None = None) -> Hypervisor:
 
         return Kvm()
     if name == "mshv":
-        raise HypervisorError("the MSHV backend is not implemented yet")
+        from aovisor.hypervisor.mshv.system import Mshv
+
+        return Mshv()
     raise HypervisorError(f"unknown hypervisor {name!r} (kvm or mshv)")

@@ -28,6 +28,7 @@ def build_vm(config: VmConfig, hypervisor: Hypervisor, serial: SerialEndpoint) -
     vm = VirtualMachine(config, hypervisor.create_vm(), memory)
     try:
         attach_memory(vm)
+        attach_irqchip(vm)
         attach_legacy_devices(vm, serial)
         attach_power_button(vm)
         attach_pci_root(vm)
@@ -44,6 +45,13 @@ def build_vm(config: VmConfig, hypervisor: Hypervisor, serial: SerialEndpoint) -
 def attach_memory(vm: VirtualMachine) -> None:
     for slot, region in enumerate(vm.memory):
         vm.hv_vm.map_memory(slot, region.gpa, region.size, region.host_address)
+
+
+def attach_irqchip(vm: VirtualMachine) -> None:
+    """A user-space IOAPIC where the hypervisor has none (MSHV); KVM's is in the kernel."""
+    ioapic = vm.hv_vm.irqchip_device()
+    if ioapic is not None:
+        vm.mmio_bus.insert(ioapic, layout.IOAPIC_START, layout.IOAPIC_SIZE)
 
 
 def attach_legacy_devices(vm: VirtualMachine, serial: SerialEndpoint) -> None:

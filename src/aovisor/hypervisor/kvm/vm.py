@@ -102,6 +102,9 @@ class KvmVm:
     def supported_cpuid(self) -> list[CpuidEntry]:
         return self.kvm.supported_cpuid()
 
+    def irqchip_device(self) -> None:
+        return None  # the IOAPIC is in the kernel (KVM_CREATE_IRQCHIP)
+
     def create_vcpu(self, index: int) -> KvmVcpu:
         from aovisor.hypervisor.kvm.vcpu import KvmVcpu
 

@@ -9,29 +9,12 @@ from __future__ import annotations
 
 import ctypes
 
+from aovisor.hypervisor.ioctl_numbers import IoctlNumbers
+
 # --- ioctl encoding (include/uapi/asm-generic/ioctl.h) ------------------------------------------
-_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
 KVMIO = 0xAE
-
-
-def _ioc(direction: int, nr: int, size: int) -> int:
-    return (direction << 30) | (size << 16) | (KVMIO << 8) | nr
-
-
-def _io(nr: int) -> int:
-    return _ioc(_IOC_NONE, nr, 0)
-
-
-def _iow(nr: int, size: int) -> int:
-    return _ioc(_IOC_WRITE, nr, size)
-
-
-def _ior(nr: int, size: int) -> int:
-    return _ioc(_IOC_READ, nr, size)
-
-
-def _iowr(nr: int, size: int) -> int:
-    return _ioc(_IOC_READ | _IOC_WRITE, nr, size)
+_numbers = IoctlNumbers(KVMIO)
+_io, _iow, _ior, _iowr = _numbers.io, _numbers.iow, _numbers.ior, _numbers.iowr
 
 
 KVM_API_VERSION = 12

@@ -15,29 +15,12 @@ from __future__ import annotations
 
 import ctypes
 
+from aovisor.hypervisor.ioctl_numbers import IoctlNumbers
+
 # --- ioctl encoding (§1) -----------------------------------------------------------------------------
 MSHV_IOCTL = 0xB8
-_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
-
-
-def _ioc(direction: int, nr: int, size: int) -> int:
-    return (direction << 30) | (size << 16) | (MSHV_IOCTL << 8) | nr
-
-
-def _io(nr: int) -> int:
-    return _ioc(_IOC_NONE, nr, 0)
-
-
-def _iow(nr: int, size: int) -> int:
-    return _ioc(_IOC_WRITE, nr, size)
-
-
-def _ior(nr: int, size: int) -> int:
-    return _ioc(_IOC_READ, nr, size)
-
-
-def _iowr(nr: int, size: int) -> int:
-    return _ioc(_IOC_READ | _IOC_WRITE, nr, size)
+_numbers = IoctlNumbers(MSHV_IOCTL)
+_io, _iow, _ior, _iowr = _numbers.io, _numbers.iow, _numbers.ior, _numbers.iowr
 
 
 u8, u16, u32, u64, s32 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int32

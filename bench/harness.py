@@ -80,6 +80,9 @@ class Benchmark(ABC):
 
     def __init__(self, testbed: Testbed) -> None:
         self.testbed = testbed
+        # How many samples measure() takes of each side: set before prepare(), for a benchmark that must
+        # take all its samples in one batch (one boot of the nested lab) and hand them out one by one.
+        self.runs = 1
 
     def prepare(self) -> None:  # noqa: B027 (optional hook: most benchmarks build a guest here)
         """Get ready before warm-up (build guest programs...). Runs once."""
@@ -206,6 +209,7 @@ def measure(bench: Benchmark, runs: int, progress: Progress = lambda _: None) ->
         )
 
     try:
+        bench.runs = runs
         bench.prepare()
         progress(f"{bench.name}: warming up")
         bench.warm_up()

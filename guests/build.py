@@ -29,7 +29,7 @@ GUESTS_DIR = Path(__file__).resolve().parent
 # PVH ELF guests (build_guest). The bzImage-format guest is built by build_bzimage_guest.
 GUEST_NAMES: tuple[str, ...] = (
     *("hello", "cpl3", "pio", "mmio", "timer", "smp", "pvhinfo", "reset", "echo"),
-    *("virtio_blk", "virtio_rng"),
+    *("virtio_blk", "virtio_rng", "virtio_net", "virtio_console", "virtio_vsock"),
     "ticker",
 )
 BZIMAGE_GUEST_NAME = "bzimage"
@@ -49,6 +49,9 @@ _GUEST_SOURCES: dict[str, tuple[str, ...]] = {
     "echo": ("echo.c",),
     "virtio_blk": ("virtio_blk.c", "runtime/pci.c", "runtime/virtio.c"),
     "virtio_rng": ("virtio_rng.c", "runtime/pci.c", "runtime/virtio.c"),
+    "virtio_net": ("virtio_net.c", "runtime/pci.c", "runtime/virtio.c"),
+    "virtio_console": ("virtio_console.c", "runtime/pci.c", "runtime/virtio.c"),
+    "virtio_vsock": ("virtio_vsock.c", "runtime/pci.c", "runtime/virtio.c"),
     "ticker": ("ticker.c",),
 }
 # The runtime shared by every guest; the PVH entry files are added for PVH guests only.

@@ -52,8 +52,20 @@ static volatile unsigned interrupts;
 static void msix_interrupt(unsigned vector)
 {
     (void)vector;
+    if (dev.mmio)
+        virtio_read_isr(&dev); /* read and acknowledge InterruptStatus */
     interrupts++;
     lapic_eoi();
+}
+
+/* IOAPIC redirection entry of `pin`: fixed delivery, physical destination, edge, active high. */
+static void ioapic_route(unsigned pin, unsigned vector, unsigned dest_apic_id, bool masked)
+{
+    const uintptr_t ioapic = 0xFEC00000;
+    mmio_write32(ioapic, 0x10 + 2 * pin + 1);
+    mmio_write32(ioapic + 0x10, dest_apic_id << 24);
+    mmio_write32(ioapic, 0x10 + 2 * pin);
+    mmio_write32(ioapic + 0x10, vector | (masked ? 0x10000u : 0));
 }
 
 NORETURN static void fail(const char *what)
@@ -208,10 +220,9 @@ static void do_bench(uint64_t capacity)
 
 static void user_main(void)
 {
-    pci_dev_t pci;
-    if (!pci_find(VIRTIO_PCI_VENDOR, VIRTIO_PCI_DEVICE(VIRTIO_ID_BLOCK), &pci))
-        fail("no virtio-blk PCI function");
-    if (virtio_pci_open(&dev, pci) != 0 || !dev.device_cfg || dev.msix_vectors < 1)
+    if (virtio_find(&dev, VIRTIO_ID_BLOCK) != 0)
+        fail("no virtio-blk device");
+    if (!dev.device_cfg || (!dev.mmio && dev.msix_vectors < 1))
         fail("virtio capabilities");
     uint64_t wanted = VIRTIO_F_VERSION_1 | (cmdline_value_is("event_idx=", "0") ? 0 : VIRTIO_F_EVENT_IDX);
     if (virtio_negotiate(&dev, wanted) != 0)
@@ -220,6 +231,8 @@ static void user_main(void)
         fail("queue setup");
     virtio_msix_set(&dev, 0, LAPIC_BASE | (uint64_t)lapic_id() << 12, IRQ_VECTOR, false);
     virtio_msix_enable(&dev);
+    if (dev.mmio) /* virtio-mmio: the wired interrupt the DSDT names, edge-triggered, to this CPU */
+        ioapic_route(dev.mmio_gsi, IRQ_VECTOR, lapic_id(), false);
     virtio_driver_ok(&dev);
     if (!(virtio_status(&dev) & VIRTIO_STATUS_DRIVER_OK) || (virtio_status(&dev) & VIRTIO_STATUS_NEEDS_RESET))
         fail("DRIVER_OK");
@@ -234,13 +247,18 @@ static void user_main(void)
     virtq_kick(&vq);
     for (uint64_t t0 = rdtsc(); interrupts == 0; cpu_relax())
         if (rdtsc() - t0 > 20000000000ull)
-            fail("no MSI-X interrupt");
+            fail("no interrupt");
     wait_used();
     if (statuses[0] != 0)
         fail("GET_ID");
     printf("virtio-blk: serial %s\n", serial);
-    printf("virtio-blk: msi-x interrupt ok\n");
+    if (dev.mmio)
+        printf("virtio-blk: mmio interrupt ok (gsi %u)\n", dev.mmio_gsi);
+    else
+        printf("virtio-blk: msi-x interrupt ok\n");
     virtio_msix_set(&dev, 0, LAPIC_BASE | (uint64_t)lapic_id() << 12, IRQ_VECTOR, true); /* poll from now on */
+    if (dev.mmio)
+        ioapic_route(dev.mmio_gsi, IRQ_VECTOR, lapic_id(), true);
 
     uint64_t start = cmdline_get_u64("start=", 0), sectors = cmdline_get_u64("sectors=", 8);
     if (cmdline_value_is("op=", "write"))

@@ -28,11 +28,8 @@ NORETURN static void fail(const char *what)
 
 static void user_main(void)
 {
-    pci_dev_t pci;
-    if (!pci_find(VIRTIO_PCI_VENDOR, VIRTIO_PCI_DEVICE(VIRTIO_ID_RNG), &pci))
-        fail("no virtio-rng PCI function");
-    if (virtio_pci_open(&dev, pci) != 0)
-        fail("virtio capabilities");
+    if (virtio_find(&dev, VIRTIO_ID_RNG) != 0)
+        fail("no virtio-rng device");
     if (virtio_negotiate(&dev, VIRTIO_F_VERSION_1) != 0)
         fail("feature negotiation");
     if (virtq_init(&dev, &vq, 0, queue_mem, QUEUE_SIZE, VIRTIO_MSI_NO_VECTOR) != 0)

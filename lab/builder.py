@@ -14,7 +14,6 @@ interrupted build leaves nothing half-made behind and two builds never race.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -22,23 +21,25 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from aovisor.image import builder as image_builder
+from aovisor.image import debian
+from aovisor.image.cache import build_entry, cache_home, exclusive_lock, memoized
+from aovisor.image.errors import ImageBuildError
+from aovisor.image.vmlinux import extract_vmlinux_file
 from lab.apt_source import debian_mirror, host_codename
 from lab.errors import LabBuildError
 from lab.initramfs import write_initramfs
-from lab.kernel_image import extract_vmlinux
-from lab.kernel_modules import ModuleTree
-from lab.process import run_checked
 from lab.root_image import ROOT_PACKAGES, build_root_image
 
 LAB_DIR = Path(__file__).resolve().parent
+IMAGE_DIR = Path(image_builder.__file__).resolve().parent
 
-# The kernel for L2 (and the reference L3): the newest 6.12 cloud kernel, else the release's default one.
-KERNEL_META_PACKAGES = ("linux-image-6.12-cloud-amd64", "linux-image-cloud-amd64")
-BUSYBOX_PACKAGE = "busybox-static"
+# The kernel for L2 and L3 is the default guest's (aovisor.image.debian): the newest 6.12 cloud kernel.
+BUSYBOX_PACKAGE = debian.BUSYBOX_PACKAGE
 # Loaded by the initramfs (after their dependencies), with these parameters: the disks.
 BOOT_MODULES = {"virtio_blk": ""}
 # On the root image, uncompressed and with modules.dep, for `modprobe` in L2. /sbin/lab-init loads kvm_amd
@@ -67,16 +68,17 @@ HOST_TOOLS = {
 }
 # Debian packages the host needs for building and running the lab.
 HOST_PACKAGES = tuple(sorted(set(HOST_TOOLS.values())))
-ROOT_SOURCES = ("root_image.py", "ext4.py", "kernel_modules.py", "process.py")
+# The code that shapes the root image and the rest (the product's image modules fetch, unpack, extract).
+ROOT_SOURCES = (
+    LAB_DIR / "root_image.py",
+    LAB_DIR / "ext4.py",
+    IMAGE_DIR / "modules.py",
+    IMAGE_DIR / "tools.py",
+)
 BOOT_SOURCES = (
-    "builder.py",
-    "apt_source.py",
-    "cpio.py",
-    "initramfs.py",
-    "kernel_image.py",
-    "l2/initramfs_init.sh",
-    "l2/lab_init.sh",
-    "l2/fstab",
+    *(LAB_DIR / name for name in ("builder.py", "apt_source.py", "initramfs.py")),
+    *(LAB_DIR / "l2" / name for name in ("initramfs_init.sh", "lab_init.sh", "fstab", "kvm_key_holder.py")),
+    *(IMAGE_DIR / name for name in ("debian.py", "cpio.py", "vmlinux.py")),
 )
 
 Log = Callable[[str], None]
@@ -161,36 +163,31 @@ class LabArtifacts:
 def cache_root() -> Path:
     """`$AOVISOR_LAB_CACHE`, else `$XDG_CACHE_HOME/aovisor/lab`, else `~/.cache/aovisor/lab`."""
     explicit = os.environ.get("AOVISOR_LAB_CACHE")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "aovisor" / "lab"
+    return Path(explicit) if explicit else cache_home() / "lab"
 
 
 def build(*, log: Log = _stderr_log, force: bool = False) -> LabArtifacts:
     """The cached lab images for the current inputs, built first if needed (about 80 s from scratch)."""
+    try:
+        return _build(log=log, force=force)
+    except ImageBuildError as error:  # from the product's image code: the lab's callers expect lab errors
+        raise LabBuildError(str(error)) from error
+
+
+def _build(*, log: Log, force: bool) -> LabArtifacts:
     check_host()
     inputs = resolve_inputs()
     root = cache_root()
-    final = root / inputs.key()
-    if (final / "manifest.json").is_file() and not force:
-        return LabArtifacts(final)
-    root.mkdir(parents=True, exist_ok=True)
-    with exclusive_cache_lock(log):
-        if (final / "manifest.json").is_file() and not force:
-            return LabArtifacts(final)
-        for stale in [*root.glob(".build-*"), *root.glob("roots/.build-*")]:
-            shutil.rmtree(stale, ignore_errors=True)  # left by a build that died: we hold the lock
-        work = root / f".build-{inputs.key()}"
-        work.mkdir()
-        try:
-            _build_into(work, inputs, root, force=force, log=log)
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(work, final)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return LabArtifacts(final)
+    entry = build_entry(
+        root,
+        inputs.key(),
+        lambda work: _build_into(work, inputs, root, force=force, log=log),
+        done_file="manifest.json",
+        force=force,
+        log=log,
+        stale=(".build-*", "roots/.build-*"),
+    )
+    return LabArtifacts(entry)
 
 
 def check_host() -> None:
@@ -207,110 +204,36 @@ def check_host() -> None:
 
 def resolve_inputs() -> BuildInputs:
     """The build inputs; asks apt (about 2 s) only when its configuration or lists or the lab changed."""
-    root_digest = _sources_digest(ROOT_SOURCES)
-    boot_digest = _sources_digest(BOOT_SOURCES)
-    fingerprint = _apt_state_fingerprint(root_digest + boot_digest)
-    memo = cache_root() / "inputs-memo.json"
-    try:
-        remembered = json.loads(memo.read_text())
-        if remembered["fingerprint"] == fingerprint:
-            return BuildInputs(**remembered["inputs"])
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
-    codename = host_codename()
-    mirror = debian_mirror(codename)
-    kernel_package = _kernel_package()
-    packages = [kernel_package, BUSYBOX_PACKAGE, *ROOT_PACKAGES]
-    shown = _apt_show(packages)
-    missing = [package for package in packages if "Version" not in shown.get(package, {})]
-    if missing:
-        raise LabBuildError(f"apt has no candidate for {', '.join(missing)}: run 'apt-get update'")
-    versions = {package: shown[package]["Version"] for package in packages}
-    inputs = BuildInputs(
-        codename, mirror.uri, mirror.signed_by, kernel_package, versions, root_digest, boot_digest
-    )
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        temporary = memo.with_name(f".{memo.name}.{os.getpid()}")
-        temporary.write_text(json.dumps({"fingerprint": fingerprint, "inputs": asdict(inputs)}))
-        os.replace(temporary, memo)
-    except OSError:
-        pass  # the memo only saves time
-    return inputs
+    root_digest = image_builder.sources_digest(ROOT_SOURCES)
+    boot_digest = image_builder.sources_digest(BOOT_SOURCES)
+
+    def ask_apt() -> dict[str, object]:
+        codename = host_codename()
+        mirror = debian_mirror(codename)
+        kernel_package = debian.kernel_package()
+        if kernel_package is None:
+            raise LabBuildError(
+                f"apt knows none of {', '.join(debian.KERNEL_META_PACKAGES)}: {debian.APT_HINT}"
+            )
+        versions = debian.candidate_versions([kernel_package, BUSYBOX_PACKAGE, *ROOT_PACKAGES])
+        inputs = BuildInputs(
+            codename, mirror.uri, mirror.signed_by, kernel_package, versions, root_digest, boot_digest
+        )
+        return asdict(inputs)
+
+    fingerprint = debian.apt_state_fingerprint(root_digest + boot_digest)
+    return BuildInputs(**memoized(cache_root() / "inputs-memo.json", fingerprint, ask_apt))
 
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _sources_digest(names: tuple[str, ...]) -> str:
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update(name.encode() + b"\0" + (LAB_DIR / name).read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def _apt_state_fingerprint(salt: str) -> str:
-    """Changes whenever apt's configuration or package lists (`apt-get update`) change."""
-    digest = hashlib.sha256(salt.encode())
-    for path in sorted([*Path("/etc/apt").rglob("*"), *Path("/var/lib/apt/lists").glob("*")]):
-        try:
-            info = path.stat()
-        except OSError:
-            continue
-        digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
-    with suppress(OSError):
-        digest.update(Path("/etc/os-release").read_bytes())
-    return digest.hexdigest()
-
-
-def _kernel_package() -> str:
-    shown = _apt_show(list(KERNEL_META_PACKAGES))
-    for meta in KERNEL_META_PACKAGES:
-        for alternative in shown.get(meta, {}).get("Depends", "").split(","):
-            name = alternative.split("|")[0].split("(")[0].strip()
-            if name.startswith("linux-image-"):
-                return name
-    raise LabBuildError(
-        f"apt knows none of {', '.join(KERNEL_META_PACKAGES)}: run 'apt-get update' "
-        "(with the Debian archive and its -security suite in the apt sources)"
-    )
-
-
-def _apt_show(packages: list[str]) -> dict[str, dict[str, str]]:
-    """Control fields of the candidate version of each package apt knows (one apt-cache call)."""
-    import subprocess
-
-    completed = subprocess.run(
-        ["apt-cache", "show", "--no-all-versions", *packages], capture_output=True, text=True, check=False
-    )
-    result: dict[str, dict[str, str]] = {}
-    for stanza in completed.stdout.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line[:1] not in (" ", "\t") and ":" in line:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        if "Package" in fields:
-            result.setdefault(fields["Package"], fields)
-    return result
-
-
 @contextmanager
 def exclusive_cache_lock(log: Log = _stderr_log) -> Iterator[None]:
     """Held while the cache changes: by a build, or by pruning."""
-    path = cache_root() / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for another lab build to finish (lock {path})")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(cache_root() / ".lock", log):
+        yield
 
 
 def _build_into(work: Path, inputs: BuildInputs, cache: Path, *, force: bool, log: Log) -> None:
@@ -326,34 +249,16 @@ def _build_into(work: Path, inputs: BuildInputs, cache: Path, *, force: bool, lo
 
     log(f"building lab images (kernel {inputs.kernel_package}, {inputs.codename}) in {work}")
     scratch = work / "scratch"
-    debs = scratch / "debs"
-    debs.mkdir(parents=True)
-    run_checked(
-        [
-            "apt-get",
-            "download",
-            "-q",
-            "-o",
-            "APT::Sandbox::User=root",
-            inputs.kernel_package,
-            BUSYBOX_PACKAGE,
-        ],
-        cwd=debs,
-    )
-    kernel_tree = scratch / "kernel"
-    busybox_tree = scratch / "busybox"
-    run_checked(["dpkg-deb", "-x", str(_one(debs.glob("linux-image-*.deb"))), str(kernel_tree)])
-    run_checked(["dpkg-deb", "-x", str(_one(debs.glob(f"{BUSYBOX_PACKAGE}_*.deb"))), str(busybox_tree)])
-    release_dir = _one((kernel_tree / "lib" / "modules").iterdir())
-    release = release_dir.name
-    shutil.copyfile(_one((kernel_tree / "boot").glob("vmlinuz-*")), work / "vmlinuz")
-    shutil.copyfile(_one((kernel_tree / "boot").glob("config-*")), work / "config")
-    extract_vmlinux(work / "vmlinuz", work / "vmlinux")
+    unpacked = debian.fetch_kernel_and_busybox(inputs.kernel_package, scratch)
+    release = unpacked.release
+    shutil.copyfile(unpacked.vmlinuz, work / "vmlinuz")
+    shutil.copyfile(unpacked.config, work / "config")
+    extract_vmlinux_file(work / "vmlinuz", work / "vmlinux")
     step("kernel")
 
-    modules = ModuleTree(release_dir / "kernel")
+    modules = unpacked.modules
     boot_modules = modules.with_dependencies(list(BOOT_MODULES))
-    shutil.copyfile(busybox_tree / "bin" / "busybox", work / "busybox")
+    shutil.copyfile(unpacked.busybox, work / "busybox")
     (work / "busybox").chmod(0o755)
     write_initramfs(
         work / "initramfs.cpio",
@@ -402,10 +307,3 @@ def _build_into(work: Path, inputs: BuildInputs, cache: Path, *, force: bool, lo
     }
     (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"build done in {manifest['build_seconds']}s")
-
-
-def _one(paths: Iterator[Path]) -> Path:
-    found = list(paths)
-    if len(found) != 1:
-        raise LabBuildError(f"expected exactly one match, found {[str(path) for path in found]}")
-    return found[0]

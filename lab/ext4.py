@@ -8,7 +8,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from lab.process import run_checked
+from aovisor.image.tools import run_tool
+from lab.errors import LabBuildError
 
 MIN_IMAGE_BYTES = 16 * 2**20
 
@@ -23,7 +24,7 @@ def make_ext4(image: Path, size_bytes: int, *, source: Path | None = None, label
         command += ["-L", label]
     if source is not None:
         command += ["-d", str(source)]
-    run_checked([*command, str(image)])
+    run_tool([*command, str(image)], error=LabBuildError)
 
 
 def read_file(image: Path, path: str) -> bytes | None:

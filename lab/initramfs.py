@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from lab.cpio import CpioWriter
-from lab.kernel_modules import KernelModule
+from aovisor.image.cpio import CpioWriter
+from aovisor.image.modules import KernelModule
 
 L2_DIR = Path(__file__).resolve().parent / "l2"
 # Copied from the initramfs onto the (copy-on-write) root before switch_root, so that changing them does not
 # mean rebuilding the root image.
-ROOT_OVERLAY = {"lab-init": "lab_init.sh", "fstab": "fstab"}
+ROOT_OVERLAY = {"lab-init": "lab_init.sh", "fstab": "fstab", "kvm-key-holder": "kvm_key_holder.py"}
 
 
 def write_initramfs(

@@ -6,10 +6,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from aovisor.image.modules import ModuleTree
+from aovisor.image.tools import run_tool
 from lab.errors import LabBuildError
 from lab.ext4 import make_ext4, tree_bytes
-from lab.kernel_modules import ModuleTree
-from lab.process import run_checked
 
 # Beyond debootstrap's minbase. python3 (not just python3-minimal): the VMM needs ctypes.
 # python3-pyelftools: the VMM's one third-party dependency. qemu-system-x86: the L2-side reference VMM.
@@ -67,7 +67,7 @@ def build_root_image(
     command += [codename, str(rootfs), mirror]
     log(f"debootstrap {codename} from {mirror} (about a minute)")
     try:
-        run_checked(command)
+        run_tool(command, error=LabBuildError)
     except LabBuildError as error:
         debootstrap_log = rootfs / "debootstrap" / "debootstrap.log"
         tail = debootstrap_log.read_text(errors="replace")[-3000:] if debootstrap_log.exists() else ""
@@ -88,7 +88,7 @@ def build_root_image(
         path = module_dir / module.relative_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(module.image)
-    run_checked(["chroot", str(rootfs), "depmod", kernel_release])
+    run_tool(["chroot", str(rootfs), "depmod", kernel_release], error=LabBuildError)
 
     used = tree_bytes(rootfs)
     make_ext4(image, used + used // 4 + ROOT_FREE_MIB * 2**20, source=rootfs, label="lab-root")

@@ -7,8 +7,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from aovisor.image.builder import GuestImage
 
 REPO = Path(__file__).resolve().parent.parent
 GUEST_BUILD_DIR = REPO / "build" / "guests"
@@ -25,6 +29,18 @@ def guest() -> Callable[[str], Path]:
         return build_guest(name, GUEST_BUILD_DIR)
 
     return get
+
+
+@pytest.fixture(scope="session")
+def default_guest_image() -> GuestImage:
+    """The default Linux guest (``aovisor image build``), built on first use (a download the first time)."""
+    from aovisor.image.builder import build_guest_image
+    from aovisor.image.errors import ImageBuildError
+
+    try:
+        return build_guest_image()
+    except ImageBuildError as error:
+        pytest.fail(f"cannot build the default guest image: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

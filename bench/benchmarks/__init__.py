@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-ROW_MODULES = ("startup", "exits", "memory")
+ROW_MODULES = ("startup", "exits", "memory", "virtio", "linux_boot")
 
 
 def load() -> None:

@@ -102,3 +102,63 @@ unsigned madt_enabled_lapic_ids(const struct acpi_madt *madt, uint8_t *ids, unsi
     }
     return count;
 }
+
+#define FADT_DSDT 40
+#define FADT_X_DSDT 140
+
+const struct acpi_header *acpi_find_dsdt(const struct acpi_rsdp *rsdp)
+{
+    const struct acpi_header *fadt = acpi_find_table(rsdp, "FACP");
+    if (fadt == NULL)
+        return NULL;
+    const uint8_t *f = (const uint8_t *)fadt;
+    uint64_t addr = 0;
+    if (fadt->length >= FADT_X_DSDT + 8)
+        memcpy(&addr, f + FADT_X_DSDT, 8);
+    if (addr == 0 && fadt->length >= FADT_DSDT + 4)
+        memcpy(&addr, f + FADT_DSDT, 4);
+    const struct acpi_header *dsdt = table_at(addr);
+    return dsdt != NULL && memcmp(dsdt->signature, "DSDT", 4) == 0 ? dsdt : NULL;
+}
+
+#define AML_STRING_PREFIX 0x0D
+#define RES_MEMORY32_FIXED 0x86
+#define RES_EXTENDED_IRQ 0x89
+#define CRS_SCAN_LIMIT 256 /* bytes after the _HID in which the descriptors must appear */
+
+unsigned acpi_find_mmio_devices(const struct acpi_header *dsdt, const char *hid, struct acpi_mmio_device *out,
+                                unsigned max)
+{
+    if (dsdt == NULL)
+        return 0;
+    const uint8_t *p = (const uint8_t *)dsdt;
+    size_t end = dsdt->length, found = 0;
+    for (size_t i = sizeof(*dsdt); i + 10 <= end; i++) {
+        if (p[i] != AML_STRING_PREFIX || memcmp(p + i + 1, hid, 8) != 0 || p[i + 9] != 0)
+            continue;
+        struct acpi_mmio_device dev = {0, 0, 0};
+        bool have_mem = false, have_irq = false;
+        size_t limit = i + 10 + CRS_SCAN_LIMIT < end ? i + 10 + CRS_SCAN_LIMIT : end;
+        for (size_t j = i + 10; j + 3 <= limit && !(have_mem && have_irq); j++) {
+            if (!have_mem && p[j] == RES_MEMORY32_FIXED && p[j + 1] == 9 && p[j + 2] == 0 && j + 12 <= limit) {
+                uint32_t base, len;
+                memcpy(&base, p + j + 4, 4);
+                memcpy(&len, p + j + 8, 4);
+                dev.base = base;
+                dev.length = len;
+                have_mem = true;
+            } else if (!have_irq && p[j] == RES_EXTENDED_IRQ && p[j + 1] >= 6 && p[j + 2] == 0 && j + 9 <= limit &&
+                       p[j + 4] >= 1) {
+                memcpy(&dev.gsi, p + j + 5, 4);
+                have_irq = true;
+            }
+        }
+        if (have_mem && have_irq) {
+            if (found < max)
+                out[found] = dev;
+            found++;
+        }
+        i += 9;
+    }
+    return (unsigned)found;
+}

@@ -48,4 +48,19 @@ const struct acpi_header *acpi_find_table(const struct acpi_rsdp *rsdp, const ch
  * order; returns how many there are (only the first `max` are stored). */
 unsigned madt_enabled_lapic_ids(const struct acpi_madt *madt, uint8_t *ids, unsigned max);
 
+/* The DSDT, through the FADT's X_DSDT (or DSDT); NULL if there is none. */
+const struct acpi_header *acpi_find_dsdt(const struct acpi_rsdp *rsdp);
+
+/* A device the DSDT describes with an MMIO window (Memory32Fixed) and an interrupt (Extended Interrupt). */
+struct acpi_mmio_device {
+    uint64_t base;
+    uint32_t length;
+    uint32_t gsi;
+};
+/* The devices whose _HID is the string `hid` (8 characters, e.g. "LNRO0005") and whose _CRS follows with a
+ * Memory32Fixed and an Extended Interrupt descriptor, in DSDT order: a byte scan for the patterns our VMM's
+ * (and QEMU microvm's) AML produces, not an AML interpreter. Returns how many (at most `max` stored). */
+unsigned acpi_find_mmio_devices(const struct acpi_header *dsdt, const char *hid, struct acpi_mmio_device *out,
+                                unsigned max);
+
 #endif

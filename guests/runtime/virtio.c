@@ -1,6 +1,7 @@
 /* The guests' virtio-pci driver; see virtio.h. */
 #include "virtio.h"
 
+#include "acpi.h"
 #include "runtime.h"
 
 #define CAP_COMMON_CFG 1
@@ -24,6 +25,28 @@
 #define COMMON_Q_DESC 0x20
 #define COMMON_Q_AVAIL 0x28
 #define COMMON_Q_USED 0x30
+
+/* virtio-mmio registers (§4.2.2) */
+#define MMIO_MAGIC 0x000
+#define MMIO_VERSION 0x004
+#define MMIO_DEVICE_ID 0x008
+#define MMIO_DEVICE_FEATURES 0x010
+#define MMIO_DEVICE_FEATURES_SEL 0x014
+#define MMIO_DRIVER_FEATURES 0x020
+#define MMIO_DRIVER_FEATURES_SEL 0x024
+#define MMIO_QUEUE_SEL 0x030
+#define MMIO_QUEUE_NUM_MAX 0x034
+#define MMIO_QUEUE_NUM 0x038
+#define MMIO_QUEUE_READY 0x044
+#define MMIO_QUEUE_NOTIFY 0x050
+#define MMIO_INTERRUPT_STATUS 0x060
+#define MMIO_INTERRUPT_ACK 0x064
+#define MMIO_STATUS 0x070
+#define MMIO_QUEUE_DESC 0x080
+#define MMIO_QUEUE_DRIVER 0x090
+#define MMIO_QUEUE_DEVICE 0x0A0
+#define MMIO_CONFIG 0x100
+#define MMIO_MAGIC_VALUE 0x74726976 /* "virt" */
 
 #define PAGE 4096u
 #define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((size_t)(a) - 1))
@@ -72,8 +95,46 @@ int virtio_pci_open(struct virtio_dev *dev, pci_dev_t pci)
     return dev->common && dev->notify && dev->isr ? 0 : -1;
 }
 
+int virtio_mmio_open(struct virtio_dev *dev, uintptr_t base)
+{
+    memset(dev, 0, sizeof(*dev));
+    if (mmio_read32(base + MMIO_MAGIC) != MMIO_MAGIC_VALUE || mmio_read32(base + MMIO_VERSION) != 2)
+        return -1;
+    dev->mmio = base;
+    dev->device_cfg = base + MMIO_CONFIG;
+    return 0;
+}
+
+int virtio_find(struct virtio_dev *dev, unsigned type)
+{
+    pci_dev_t pci;
+    if (pci_find(VIRTIO_PCI_VENDOR, VIRTIO_PCI_DEVICE(type), &pci))
+        return virtio_pci_open(dev, pci);
+    const struct acpi_header *dsdt = acpi_find_dsdt(acpi_find_rsdp(boot_start_info->rsdp_paddr));
+    struct acpi_mmio_device found[16];
+    unsigned n = acpi_find_mmio_devices(dsdt, "LNRO0005", found, 16);
+    for (unsigned i = 0; i < n && i < 16; i++) {
+        uintptr_t base = (uintptr_t)found[i].base;
+        if (found[i].length < 0x200 || base < 0xC0000000u || base > 0xFFFFF000u)
+            continue; /* only windows in the (identity-mapped, uncached) MMIO hole */
+        if (mmio_read32(base + MMIO_MAGIC) != MMIO_MAGIC_VALUE || mmio_read32(base + MMIO_DEVICE_ID) != type)
+            continue;
+        if (virtio_mmio_open(dev, base) != 0)
+            continue;
+        dev->mmio_gsi = found[i].gsi;
+        return 0;
+    }
+    return -1;
+}
+
 uint64_t virtio_device_features(struct virtio_dev *dev)
 {
+    if (dev->mmio) {
+        mmio_write32(dev->mmio + MMIO_DEVICE_FEATURES_SEL, 0);
+        uint64_t low = mmio_read32(dev->mmio + MMIO_DEVICE_FEATURES);
+        mmio_write32(dev->mmio + MMIO_DEVICE_FEATURES_SEL, 1);
+        return (uint64_t)mmio_read32(dev->mmio + MMIO_DEVICE_FEATURES) << 32 | low;
+    }
     mmio_write32(dev->common + COMMON_DFSELECT, 0);
     uint64_t low = mmio_read32(dev->common + COMMON_DF);
     mmio_write32(dev->common + COMMON_DFSELECT, 1);
@@ -81,41 +142,69 @@ uint64_t virtio_device_features(struct virtio_dev *dev)
     return high << 32 | low;
 }
 
-uint8_t virtio_status(struct virtio_dev *dev) { return mmio_read8(dev->common + COMMON_STATUS); }
+uint8_t virtio_status(struct virtio_dev *dev)
+{
+    if (dev->mmio)
+        return (uint8_t)mmio_read32(dev->mmio + MMIO_STATUS);
+    return mmio_read8(dev->common + COMMON_STATUS);
+}
 
-uint8_t virtio_read_isr(struct virtio_dev *dev) { return mmio_read8(dev->isr); }
+static void set_status(struct virtio_dev *dev, uint8_t status)
+{
+    if (dev->mmio)
+        mmio_write32(dev->mmio + MMIO_STATUS, status);
+    else
+        mmio_write8(dev->common + COMMON_STATUS, status);
+}
 
-uint16_t virtio_num_queues(struct virtio_dev *dev) { return mmio_read16(dev->common + COMMON_NUMQ); }
+uint8_t virtio_read_isr(struct virtio_dev *dev)
+{
+    if (dev->mmio) { /* InterruptStatus, acknowledged at once */
+        uint32_t status = mmio_read32(dev->mmio + MMIO_INTERRUPT_STATUS);
+        mmio_write32(dev->mmio + MMIO_INTERRUPT_ACK, status);
+        return (uint8_t)status;
+    }
+    return mmio_read8(dev->isr);
+}
+
+uint16_t virtio_num_queues(struct virtio_dev *dev)
+{
+    if (dev->mmio) {
+        uint16_t n = 0;
+        for (;; n++) {
+            mmio_write32(dev->mmio + MMIO_QUEUE_SEL, n);
+            if (mmio_read32(dev->mmio + MMIO_QUEUE_NUM_MAX) == 0 || n == 1024)
+                return n;
+        }
+    }
+    return mmio_read16(dev->common + COMMON_NUMQ);
+}
 
 int virtio_negotiate(struct virtio_dev *dev, uint64_t wanted)
 {
-    mmio_write8(dev->common + COMMON_STATUS, 0);
+    set_status(dev, 0);
     for (unsigned spins = 0; virtio_status(dev) != 0; spins++) /* reset completes when status reads 0 */
         if (spins > 1000000)
             return -1;
-    mmio_write8(dev->common + COMMON_STATUS, VIRTIO_STATUS_ACKNOWLEDGE);
-    mmio_write8(dev->common + COMMON_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+    set_status(dev, VIRTIO_STATUS_ACKNOWLEDGE);
+    set_status(dev, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
     uint64_t features = virtio_device_features(dev) & wanted;
-    mmio_write32(dev->common + COMMON_GFSELECT, 0);
-    mmio_write32(dev->common + COMMON_GF, (uint32_t)features);
-    mmio_write32(dev->common + COMMON_GFSELECT, 1);
-    mmio_write32(dev->common + COMMON_GF, (uint32_t)(features >> 32));
+    uintptr_t select = dev->mmio ? dev->mmio + MMIO_DRIVER_FEATURES_SEL : dev->common + COMMON_GFSELECT;
+    uintptr_t value = dev->mmio ? dev->mmio + MMIO_DRIVER_FEATURES : dev->common + COMMON_GF;
+    mmio_write32(select, 0);
+    mmio_write32(value, (uint32_t)features);
+    mmio_write32(select, 1);
+    mmio_write32(value, (uint32_t)(features >> 32));
     uint8_t status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
-    mmio_write8(dev->common + COMMON_STATUS, status);
+    set_status(dev, status);
     if (!(virtio_status(dev) & VIRTIO_STATUS_FEATURES_OK))
         return -1;
     dev->features = features;
     return 0;
 }
 
-int virtq_init(struct virtio_dev *dev, struct virtq *q, unsigned index, void *mem, uint16_t size,
-               uint16_t msix_vector)
+static void queue_layout(struct virtio_dev *dev, struct virtq *q, unsigned index, uintptr_t base, uint16_t size)
 {
-    uintptr_t base = (uintptr_t)mem;
-    mmio_write16(dev->common + COMMON_Q_SELECT, (uint16_t)index);
-    uint16_t max = mmio_read16(dev->common + COMMON_Q_SIZE);
-    if (max == 0 || size > max || (size & (size - 1)) || (base & (PAGE - 1)))
-        return -1;
     memset(q, 0, sizeof(*q));
     q->size = size;
     q->index = (uint16_t)index;
@@ -123,6 +212,40 @@ int virtq_init(struct virtio_dev *dev, struct virtq *q, unsigned index, void *me
     q->avail = (volatile uint16_t *)(base + 16u * size);
     q->used = (volatile uint8_t *)(base + used_offset(size));
     q->event_idx = (dev->features & VIRTIO_F_EVENT_IDX) != 0;
+}
+
+static int mmio_queue_init(struct virtio_dev *dev, struct virtq *q, unsigned index, uintptr_t base, uint16_t size)
+{
+    uintptr_t m = dev->mmio;
+    mmio_write32(m + MMIO_QUEUE_SEL, index);
+    uint32_t max = mmio_read32(m + MMIO_QUEUE_NUM_MAX);
+    if (max == 0 || size > max || (size & (size - 1)) || (base & (PAGE - 1)) || mmio_read32(m + MMIO_QUEUE_READY))
+        return -1;
+    queue_layout(dev, q, index, base, size);
+    mmio_write32(m + MMIO_QUEUE_NUM, size);
+    mmio_write32(m + MMIO_QUEUE_DESC, (uint32_t)base);
+    mmio_write32(m + MMIO_QUEUE_DESC + 4, (uint32_t)((uint64_t)base >> 32));
+    mmio_write32(m + MMIO_QUEUE_DRIVER, (uint32_t)(uintptr_t)q->avail);
+    mmio_write32(m + MMIO_QUEUE_DRIVER + 4, (uint32_t)((uint64_t)(uintptr_t)q->avail >> 32));
+    mmio_write32(m + MMIO_QUEUE_DEVICE, (uint32_t)(uintptr_t)q->used);
+    mmio_write32(m + MMIO_QUEUE_DEVICE + 4, (uint32_t)((uint64_t)(uintptr_t)q->used >> 32));
+    q->notify_addr = m + MMIO_QUEUE_NOTIFY;
+    q->notify32 = true;
+    mmio_write32(m + MMIO_QUEUE_READY, 1);
+    return 0;
+}
+
+int virtq_init(struct virtio_dev *dev, struct virtq *q, unsigned index, void *mem, uint16_t size,
+               uint16_t msix_vector)
+{
+    uintptr_t base = (uintptr_t)mem;
+    if (dev->mmio)
+        return mmio_queue_init(dev, q, index, base, size);
+    mmio_write16(dev->common + COMMON_Q_SELECT, (uint16_t)index);
+    uint16_t max = mmio_read16(dev->common + COMMON_Q_SIZE);
+    if (max == 0 || size > max || (size & (size - 1)) || (base & (PAGE - 1)))
+        return -1;
+    queue_layout(dev, q, index, base, size);
     mmio_write16(dev->common + COMMON_Q_SIZE, size);
     mmio_write16(dev->common + COMMON_Q_MSIX, msix_vector);
     if (mmio_read16(dev->common + COMMON_Q_MSIX) != msix_vector)
@@ -138,8 +261,8 @@ int virtq_init(struct virtio_dev *dev, struct virtq *q, unsigned index, void *me
 
 void virtio_driver_ok(struct virtio_dev *dev)
 {
-    mmio_write8(dev->common + COMMON_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-                                                 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+    set_status(dev, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
+                        VIRTIO_STATUS_DRIVER_OK);
 }
 
 uint8_t virtio_config_read8(struct virtio_dev *dev, unsigned offset) { return mmio_read8(dev->device_cfg + offset); }
@@ -157,6 +280,8 @@ uint64_t virtio_config_read64(struct virtio_dev *dev, unsigned offset)
 
 void virtio_msix_set(struct virtio_dev *dev, unsigned vector, uint64_t address, uint32_t data, bool masked)
 {
+    if (!dev->msix_table)
+        return; /* virtio-mmio: a wired interrupt instead */
     uintptr_t entry = dev->msix_table + 16u * vector;
     mmio_write32(entry + 12, 1); /* mask while changing the message */
     mmio_write32(entry + 0, (uint32_t)address);
@@ -167,6 +292,8 @@ void virtio_msix_set(struct virtio_dev *dev, unsigned vector, uint64_t address, 
 
 void virtio_msix_enable(struct virtio_dev *dev)
 {
+    if (!dev->msix_cap)
+        return;
     uint16_t control = pci_read16(dev->pci, dev->msix_cap + 2);
     pci_write16(dev->pci, dev->msix_cap + 2, (control | 0x8000) & ~0x4000); /* enable, no function mask */
 }
@@ -192,7 +319,10 @@ void virtq_kick(struct virtq *q)
         notify = !(*(volatile uint16_t *)q->used & 1); /* VIRTQ_USED_F_NO_NOTIFY */
     }
     if (notify) {
-        mmio_write16(q->notify_addr, q->index);
+        if (q->notify32)
+            mmio_write32(q->notify_addr, q->index);
+        else
+            mmio_write16(q->notify_addr, q->index);
         q->kicks++;
     }
 }

@@ -1,7 +1,8 @@
 /*
- * A minimal virtio-pci (modern, virtio 1.2 §4.1) driver for the guests: capability parsing, feature
- * negotiation, split virtqueues (§2.7) with optional EVENT_IDX, and MSI-X programming. Everything works at
- * CPL3: config space through the ports, the BAR through the identity map of the MMIO hole.
+ * A minimal virtio driver for the guests over virtio-pci (modern, virtio 1.2 §4.1) or virtio-mmio (version 2,
+ * §4.2): capability parsing, feature negotiation, split virtqueues (§2.7) with optional EVENT_IDX, and MSI-X
+ * programming. Everything works at CPL3: config space through the ports, the BAR or the MMIO window through
+ * the identity map of the MMIO hole. virtio-mmio devices are found through the DSDT (LNRO0005).
  *
  * Guest physical addresses are the virtual addresses (the runtime identity-maps the first 4 GiB).
  */
@@ -42,6 +43,8 @@ struct virtq_desc {
 };
 
 struct virtio_dev {
+    uintptr_t mmio;       /* the virtio-mmio window; 0 for a PCI function */
+    uint32_t mmio_gsi;    /* its interrupt (an IOAPIC pin), from the DSDT */
     pci_dev_t pci;
     uintptr_t common;     /* struct virtio_pci_common_cfg */
     uintptr_t notify;     /* notification area */
@@ -65,6 +68,7 @@ struct virtq {
     uint16_t kicked_idx;      /* the available index at the last kick decision */
     uint16_t last_used;
     bool event_idx;
+    bool notify32;            /* virtio-mmio: QueueNotify is a 32-bit register */
     uint64_t kicks;           /* notifications actually sent */
 };
 
@@ -73,6 +77,11 @@ size_t virtq_memory_size(uint16_t size);
 
 /* Find the virtio capabilities of `pci`, enable memory decoding and bus mastering. 0 on success. */
 int virtio_pci_open(struct virtio_dev *dev, pci_dev_t pci);
+/* Use the virtio-mmio window at `base` (magic "virt", version 2). 0 on success. */
+int virtio_mmio_open(struct virtio_dev *dev, uintptr_t base);
+/* The first device of virtio type `type`: a virtio-pci function, else a virtio-mmio window of the DSDT.
+ * 0 on success; dev->mmio says which transport it is on. */
+int virtio_find(struct virtio_dev *dev, unsigned type);
 uint64_t virtio_device_features(struct virtio_dev *dev);
 /* Reset, ACKNOWLEDGE, DRIVER, write `wanted & offered`, FEATURES_OK; 0 if the device accepted. */
 int virtio_negotiate(struct virtio_dev *dev, uint64_t wanted);

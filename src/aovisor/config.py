@@ -75,6 +75,41 @@ class RngConfig:
 
 
 @dataclass(frozen=True)
+class NetConfig:
+    """A virtio-net device on a host TAP (``--net tap=NAME,mac=,ip=,mask=`` or TAP fds from the API)."""
+
+    tap: str | None = None  # interface name; None and no fds: a new TAP the kernel names (vmtapN)
+    fds: tuple[int, ...] = ()  # TAP fds already open (CH's fd=[...]): the device uses a dup of the first
+    mac: str | None = None  # the guest's MAC, "52:54:00:12:34:56"; None: random when the device is made
+    ip: str | None = None  # IPv4 address and netmask of the host side of the TAP (None: left as it is)
+    mask: str | None = None
+    id: str | None = None
+    offload_csum: bool = True  # offer checksum offload in both directions
+    offload_tso: bool = True  # offer TCP segmentation offload in both directions (needs offload_csum)
+
+
+@dataclass(frozen=True)
+class VsockConfig:
+    """The virtio-vsock device (``--vsock cid=,socket=``): Cloud Hypervisor's hybrid vsock, whose host side
+    is a Unix socket (``CONNECT <port>`` from the host; guest connections go to ``<socket>_<port>``)."""
+
+    cid: int
+    socket: Path
+    id: str | None = None
+
+
+VSOCK_MIN_GUEST_CID = 3  # 0-2 are the hypervisor, local and host addresses (virtio 1.2 §5.10.4)
+VSOCK_MAX_GUEST_CID = 0xFFFF_FFFE  # -1 is VMADDR_CID_ANY
+
+
+class VirtioTransport(enum.Enum):
+    """How virtio devices appear to the guest (``--virtio-transport``)."""
+
+    PCI = "pci"  # virtio-pci functions on PCI bus 0 (Cloud Hypervisor's only transport)
+    MMIO = "mmio"  # virtio-mmio windows described in the DSDT (LNRO0005), as QEMU microvm does
+
+
+@dataclass(frozen=True)
 class VmConfig:
     payload: PayloadConfig
     cpus: CpusConfig = field(default_factory=CpusConfig)
@@ -85,6 +120,9 @@ class VmConfig:
     hypervisor: str | None = None  # "kvm" | "mshv" | None (probe)
     disks: tuple[DiskConfig, ...] = ()
     rng: RngConfig | None = field(default_factory=RngConfig)
+    nets: tuple[NetConfig, ...] = ()
+    vsock: VsockConfig | None = None
+    virtio_transport: VirtioTransport = VirtioTransport.PCI
 
     def validate(self) -> None:
         if not 1 <= self.cpus.boot_vcpus <= MAX_VCPUS:
@@ -98,5 +136,14 @@ class VmConfig:
         ids = [disk.id for disk in self.disks if disk.id is not None]
         if len(ids) != len(set(ids)):
             raise ConfigError("--disk: id: the same id is given to two disks")
+        ids += [net.id for net in self.nets if net.id is not None]
+        if self.vsock is not None and self.vsock.id is not None:
+            ids.append(self.vsock.id)
+        if len(ids) != len(set(ids)):
+            raise ConfigError("--net: id: the same id is given to two devices")
+        if self.vsock is not None and not VSOCK_MIN_GUEST_CID <= self.vsock.cid <= VSOCK_MAX_GUEST_CID:
+            raise ConfigError(f"--vsock: cid: {self.vsock.cid} is reserved (use 3 or more)")
+        if self.serial.mode is OutputMode.TTY and self.console.mode is OutputMode.TTY:
+            raise ConfigError("--console: tty: the serial port is on the terminal already (--serial null)")
         if self.hypervisor not in (None, "kvm", "mshv"):
             raise ConfigError(f"--hypervisor: unknown hypervisor {self.hypervisor!r} (kvm or mshv)")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import LabArtifacts, cpio, run
+from aovisor.image import cpio
+from lab import LabArtifacts, run
 
 HERE = Path(__file__).resolve().parent
 

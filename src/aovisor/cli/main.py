@@ -28,7 +28,16 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from aovisor.api.server import ApiSocketSpec
-    from aovisor.config import CpusConfig, DiskConfig, MemoryConfig, OutputConfig, RngConfig, VmConfig
+    from aovisor.config import (
+        CpusConfig,
+        DiskConfig,
+        MemoryConfig,
+        NetConfig,
+        OutputConfig,
+        RngConfig,
+        VmConfig,
+        VsockConfig,
+    )
     from aovisor.vmm.events import EventMonitor
 
 PROG = "aovisor"
@@ -104,20 +113,51 @@ DISK_OPTION = OptionParser(
     ),
 )
 RNG_OPTION = OptionParser("--rng", keys=("src", "iommu"))
+NET_OPTION = OptionParser(
+    "--net",
+    keys=(
+        "tap",
+        "ip",
+        "mask",
+        "mac",
+        "host_mac",
+        "mtu",
+        "iommu",
+        "num_queues",
+        "queue_size",
+        "id",
+        "vhost_user",
+        "socket",
+        "vhost_mode",
+        "fd",
+        "offload_tso",
+        "offload_ufo",
+        "offload_csum",
+        "pci_segment",
+        "bw_size",
+        "bw_one_time_burst",
+        "bw_refill_time",
+        "ops_size",
+        "ops_one_time_burst",
+        "ops_refill_time",
+    ),
+)
+VSOCK_OPTION = OptionParser("--vsock", keys=("cid", "socket", "iommu", "id", "pci_segment"))
 
 # `--api-socket /run/vm.sock` means path=/run/vm.sock, as in Cloud Hypervisor.
 API_SOCKET_OPTION = OptionParser("--api-socket", keys=("path", "fd"), bare_key="path")
 EVENT_MONITOR_OPTION = OptionParser("--event-monitor", keys=("path", "fd"))
 # The VM options that only make sense with --kernel (with --api-socket alone, vm.create gives them).
-_VM_OPTIONS = ("initramfs", "cmdline", "cpus", "memory", "serial", "console", "disk", "rng")
+_VM_OPTIONS = (
+    *("initramfs", "cmdline", "cpus", "memory", "serial", "console", "disk", "rng", "net", "vsock"),
+    "virtio_transport",
+)
 # The Cloud Hypervisor release whose interface `cloud-hypervisor --version` claims (see _print_version).
 CH_COMPATIBLE_VERSION = "28.0.0"
 
 # Cloud Hypervisor options that later work will implement.  They are not argparse arguments (building the
 # parser is on the startup path); an unrecognized argument that names one is reported as "not yet supported".
 LATER_OPTIONS = (
-    "--net",
-    "--vsock",
     "--fs",
     "--pmem",
     "--restore",
@@ -150,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # libvirt probes `--version` to gate features: answer it without even importing argparse.
     if args in (["--version"], ["-V"]):
         return _print_version()
+    if args[:1] == ["image"]:  # `aovisor image build`: the default guest's builder, loaded only for it
+        from aovisor.image.cli import main as image_main
+
+        return image_main(args[1:])
     try:
         namespace = parse_namespace(args)
         if namespace.version:
@@ -248,7 +292,7 @@ def build_config(namespace: argparse.Namespace) -> VmConfig:
     """Turn parsed arguments into a validated :class:`VmConfig`; every error names its option."""
     from dataclasses import replace
 
-    from aovisor.config import PayloadConfig, VmConfig
+    from aovisor.config import OutputConfig, OutputMode, PayloadConfig, VirtioTransport, VmConfig
 
     # The option grammars first: they are pure syntax, and their errors point at the typo.
     cpus = None if namespace.cpus is None else cpus_config(namespace.cpus)
@@ -257,6 +301,8 @@ def build_config(namespace: argparse.Namespace) -> VmConfig:
     console = None if namespace.console is None else console_config(namespace.console)
     disks = tuple(disk_config(text) for text in namespace.disk or ())
     rng = None if namespace.rng is None else rng_config(namespace.rng)
+    nets = tuple(net_config(text) for text in namespace.net or ())
+    vsock = None if namespace.vsock is None else vsock_config(namespace.vsock)
     hypervisor = _hypervisor(namespace.hypervisor)
 
     if namespace.kernel is None:
@@ -266,7 +312,9 @@ def build_config(namespace: argparse.Namespace) -> VmConfig:
         initramfs=None if namespace.initramfs is None else _readable_file("--initramfs", namespace.initramfs),
         cmdline=namespace.cmdline or "",
     )
-    config = VmConfig(payload=payload, hypervisor=hypervisor, disks=disks)
+    config = VmConfig(payload=payload, hypervisor=hypervisor, disks=disks, nets=nets, vsock=vsock)
+    if namespace.virtio_transport is not None:
+        config = replace(config, virtio_transport=VirtioTransport(namespace.virtio_transport))
     if rng is not None:
         config = replace(config, rng=rng)
     if cpus is not None:
@@ -277,6 +325,10 @@ def build_config(namespace: argparse.Namespace) -> VmConfig:
         config = replace(config, serial=serial)
     if console is not None:
         config = replace(config, console=console)
+        if console.mode is OutputMode.TTY and serial is None:
+            # The terminal goes to the virtio console, and the serial port to nowhere: Cloud Hypervisor's
+            # defaults (serial null, console tty), which an explicit `--console tty` asks for.
+            config = replace(config, serial=OutputConfig(OutputMode.NULL))
     config.validate()
     return config
 
@@ -380,14 +432,112 @@ def rng_config(text: str) -> RngConfig:
     return RngConfig(src=Path(src))
 
 
+def net_config(text: str) -> NetConfig:
+    """``--net tap=NAME[,mac=MAC,ip=IPV4,mask=IPV4,id=ID,fd=[N,...],offload_csum=,offload_tso=]``."""
+    import ipaddress
+
+    from aovisor.config import NetConfig
+    from aovisor.virtio.devices.net import parse_mac, random_mac
+    from aovisor.virtio.devices.tap import valid_interface_name
+
+    opts = NET_OPTION.parse(text)
+    tap = opts.get_str("tap")
+    if tap is not None and not valid_interface_name(tap):
+        raise opts.error("tap", f"{tap!r} is not a valid interface name (1-15 characters, no / : or spaces)")
+    mac = opts.get_str("mac")
+    if mac is not None:
+        try:
+            mac = ":".join(f"{b:02x}" for b in parse_mac(mac))
+        except ValueError as e:
+            raise opts.error("mac", str(e)) from None
+    else:
+        mac = random_mac()  # chosen once, so a guest reboot keeps its address
+    addresses: dict[str, str | None] = {}
+    for key in ("ip", "mask"):
+        value = opts.get_str(key)
+        if value is not None:
+            try:
+                value = str(ipaddress.IPv4Address(value))
+            except ValueError:
+                raise opts.error(key, f"{value!r} is not an IPv4 address") from None
+        addresses[key] = value
+    if addresses["mask"] is not None:
+        bits = int(ipaddress.IPv4Address(addresses["mask"]))
+        if bits and (bits | (bits - 1)) != 0xFFFF_FFFF and bits != 0xFFFF_FFFF:
+            raise opts.error("mask", f"{addresses['mask']} is not a contiguous netmask")
+    fds: tuple[int, ...] = ()
+    if opts.has("fd"):
+        text = opts.get_str("fd") or ""
+        items = opts.get_list("fd") if text.startswith("[") else [text]
+        try:
+            fds = tuple(int(item) for item in items or ())
+        except ValueError:
+            raise opts.error("fd", f"{text!r} is not a file descriptor number or list") from None
+        if any(fd < 0 for fd in fds):
+            raise opts.error("fd", "file descriptors are not negative")
+        if tap is not None and fds:
+            raise opts.error("fd", "give either tap= or fd=, not both")
+    _refuse_if_true(opts, "iommu", "vhost_user", "offload_ufo")
+    if opts.get_int("num_queues", 2) != 2:
+        raise opts.error("num_queues", "only one queue pair (num_queues=2) is supported yet")
+    _refuse_if_given(
+        opts,
+        *("host_mac", "mtu", "queue_size", "socket", "vhost_mode", "pci_segment", "bw_size"),
+        *("bw_one_time_burst", "bw_refill_time", "ops_size", "ops_one_time_burst", "ops_refill_time"),
+    )
+    offload_csum = opts.get_bool("offload_csum", True)
+    offload_tso = opts.get_bool("offload_tso", True)
+    if offload_tso and not offload_csum and opts.has("offload_tso"):
+        raise opts.error("offload_tso", "needs offload_csum=on")
+    return NetConfig(
+        tap=tap,
+        fds=fds,
+        mac=mac,
+        ip=addresses["ip"],
+        mask=addresses["mask"],
+        id=opts.get_str("id"),
+        offload_csum=offload_csum,
+        offload_tso=offload_tso and offload_csum,
+    )
+
+
+def vsock_config(text: str) -> VsockConfig:
+    """``--vsock cid=N,socket=PATH[,id=ID]``: hybrid vsock, the host side a Unix socket at PATH."""
+    from pathlib import Path
+
+    from aovisor.config import VSOCK_MAX_GUEST_CID, VSOCK_MIN_GUEST_CID, VsockConfig
+
+    opts = VSOCK_OPTION.parse(text)
+    if not opts.has("cid"):
+        raise opts.error("cid", "missing: give the guest's context id (cid=3 or above)")
+    cid = opts.get_int("cid", 0)
+    if not VSOCK_MIN_GUEST_CID <= cid <= VSOCK_MAX_GUEST_CID:
+        span = f"{VSOCK_MIN_GUEST_CID} to {VSOCK_MAX_GUEST_CID}"
+        raise opts.error("cid", f"{cid} is reserved or too large (use {span})")
+    socket = opts.get_str("socket")
+    if socket is None:
+        raise opts.error("socket", "missing: give the host-side Unix socket path (socket=PATH)")
+    parent = os.path.dirname(socket) or "."
+    if not os.path.isdir(parent):
+        raise opts.error("socket", f"the directory of {socket!r} does not exist")
+    if len(os.fsencode(socket)) > 100:  # sun_path holds 108 bytes, and "_<port>" is appended for the guest
+        raise opts.error("socket", f"{socket!r} is too long for a Unix socket path")
+    _refuse_if_true(opts, "iommu")
+    _refuse_if_given(opts, "pci_segment")
+    return VsockConfig(cid=cid, socket=Path(socket), id=opts.get_str("id"))
+
+
 def serial_config(text: str) -> OutputConfig:
     """``--serial off|null|tty|file=PATH`` (``pty`` and ``socket=PATH`` are not yet supported)."""
     return _output_config(SERIAL_OPTION, text, supported=("off", "null", "tty", "file"))
 
 
 def console_config(text: str) -> OutputConfig:
-    """``--console off|null``: the virtio-console device does not exist yet, so nothing else is supported."""
-    return _output_config(CONSOLE_OPTION, text, supported=("off", "null"))
+    """``--console off|null|tty|file=PATH``: the virtio console (the guest's /dev/hvc0)."""
+    opts = CONSOLE_OPTION.parse(text)
+    _refuse_if_true(opts, "iommu")
+    _refuse_if_given(opts, "id", "pci_segment", "pci_device_id")
+    return _output_config(CONSOLE_OPTION, text, supported=("off", "null", "tty", "file"))
 
 
 def _output_config(parser: OptionParser, text: str, supported: tuple[str, ...]) -> OutputConfig:
@@ -404,9 +554,8 @@ def _output_config(parser: OptionParser, text: str, supported: tuple[str, ...]) 
         raise ConfigError(f"{option}: give one mode, not both {modes[0]!r} and {modes[1]!r}")
     mode = modes[0]
     if mode not in supported:
-        hint = " (no virtio-console yet: the serial port is the console)" if option == "--console" else ""
-        raise ConfigError(f"{option}: {mode} is not yet supported{hint}")
-    _refuse_if_given(opts, *(key for key in opts.given() if key != mode))
+        raise ConfigError(f"{option}: {mode} is not yet supported")
+    _refuse_if_given(opts, *(k for k in opts.given() if k != mode and k in (*_OUTPUT_FLAGS, *_OUTPUT_KEYS)))
     if mode != "file":
         return OutputConfig(OutputMode(mode))
     path = opts.get_str("file")
@@ -490,7 +639,8 @@ def _argument_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
         formatter_class=Formatter,
-        description="Run a virtual machine. The options follow Cloud Hypervisor's command line.",
+        description="Run a virtual machine. The options follow Cloud Hypervisor's command line. "
+        f"`{PROG} image build` builds the default Linux guest (see `{PROG} image build --help`).",
         allow_abbrev=False,  # like CH: `--mem` is not `--memory`
     )
     add = parser.add_argument
@@ -521,7 +671,11 @@ def _argument_parser() -> argparse.ArgumentParser:
         help="guest RAM with K/M/G/T suffix (default size=512M)",
     )
     vm.add_argument("--serial", metavar="off|null|tty|file=PATH", help="COM1 output (default tty)")
-    vm.add_argument("--console", metavar="off|null", help="virtio-console (default off)")
+    vm.add_argument(
+        "--console",
+        metavar="off|null|tty|file=PATH",
+        help="virtio-console, the guest's hvc0 (default off; tty makes the serial port null unless --serial)",
+    )
     vm.add_argument(
         "--disk",
         nargs="+",
@@ -530,6 +684,24 @@ def _argument_parser() -> argparse.ArgumentParser:
         help="virtio-blk disk on a raw image (repeat for more disks)",
     )
     vm.add_argument("--rng", metavar="src=PATH", help="virtio-rng entropy source (default /dev/urandom)")
+    vm.add_argument(
+        "--net",
+        nargs="+",
+        action="extend",
+        metavar="tap=NAME[,mac=MAC,ip=IPV4,mask=IPV4,id=,fd=]",
+        help="virtio-net on a TAP (created if absent; ip/mask given to the host side; repeat for more)",
+    )
+    vm.add_argument(
+        "--vsock",
+        metavar="cid=N,socket=PATH",
+        help="virtio-vsock, host side on a Unix socket (CONNECT <port>; guest connections to PATH_<port>)",
+    )
+    vm.add_argument(
+        "--virtio-transport",
+        choices=("pci", "mmio"),
+        metavar="pci|mmio",
+        help="how virtio devices appear: PCI functions (default) or MMIO windows described in ACPI",
+    )
 
     control = parser.add_argument_group("control")
     control.add_argument(

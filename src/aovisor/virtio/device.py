@@ -39,8 +39,11 @@ VIRTIO_F_VERSION_1 = 1 << 32
 TRANSPORT_FEATURES = VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC
 
 # Device types (§5).
+DEVICE_TYPE_NET = 1
 DEVICE_TYPE_BLOCK = 2
+DEVICE_TYPE_CONSOLE = 3
 DEVICE_TYPE_RNG = 4
+DEVICE_TYPE_VSOCK = 19
 
 
 class Interrupt(Protocol):
@@ -107,7 +110,8 @@ class VirtioDevice:
         def register() -> None:
             for q in self.queues:
                 self.loop.add(q.kick, self._kick_handler(q))
-                # Buffers made available before DRIVER_OK's kick arrived are served now.
+            self.activated()
+            for q in self.queues:  # buffers made available before DRIVER_OK's kick are served now
                 self._serve(q)
 
         self.loop.call(register)
@@ -126,6 +130,10 @@ class VirtioDevice:
         self._interrupt = None
         self.memory = None
         self.deactivated()
+
+    def activated(self) -> None:
+        """Hook for subclasses: start per-activation work, e.g. watch a host fd (runs on the device
+        thread, after the queue kicks are registered and before the queues are first served)."""
 
     def deactivated(self) -> None:
         """Hook for subclasses: drop per-activation state (runs on the device thread)."""
@@ -164,9 +172,19 @@ class VirtioDevice:
         except QueueError as e:
             self.fail(f"queue {q.index}: {e}")
         finally:
-            interrupt = self._interrupt
-            if interrupt is not None and q.ring.needs_interrupt():
-                interrupt.signal_queue(q.index)
+            self.notify_queue(q)
+
+    def notify_queue(self, q: DeviceQueue) -> None:
+        """Interrupt the driver for what was added to ``q``'s used ring, if it wants one (§2.7.10)."""
+        interrupt = self._interrupt
+        if interrupt is not None and q.ring.needs_interrupt():
+            interrupt.signal_queue(q.index)
+
+    def signal_config_change(self) -> None:
+        """Tell the driver the device configuration space changed (§2.1.2 / §4.1.4.5)."""
+        interrupt = self._interrupt
+        if interrupt is not None:
+            interrupt.signal_config()
 
     def process_queue(self, q: DeviceQueue) -> None:
         """Serve every chain available on ``q`` (raise :class:`QueueError` on a driver error)."""

@@ -23,6 +23,14 @@ the next kick) and honours the driver's ``used_event`` (§2.7.7-2.7.10); without
 INTERRUPT``.  Ordering: x86 keeps stores in order and loads in order, so writing a used element before the
 used index needs no fence; the two store-then-load points (publishing avail_event then re-reading the
 available index, publishing the used index then reading used_event) take a full barrier.
+
+Atomicity: every ring field the driver reads or writes *while the device runs* (the available index and
+entries, ``used_event``, the used index, ``avail_event``) is accessed as one aligned 16- or 32-bit load or
+store, through memoryviews cast to ``H``/``I``.  ``struct`` cannot be used for them: ``pack_into`` first
+zeroes its destination and then writes the fields, so the driver could see the used index (or
+``avail_event``) read 0 for an instant — it then takes a stale used element for a completion, or skips a
+kick — and ``unpack_from`` reads little-endian fields a byte at a time, so a 16-bit index changing from
+0x00FF to 0x0100 could be read torn.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ VIRTQ_DESC_F_NEXT = 1
 VIRTQ_DESC_F_WRITE = 2
 VIRTQ_DESC_F_INDIRECT = 4
 VIRTQ_AVAIL_F_NO_INTERRUPT = 1
+_CHAINED = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT
 
 DESCRIPTOR_SIZE = 16
 MAX_QUEUE_SIZE = 32768  # §2.7: split queue sizes are powers of two up to 32768
@@ -53,8 +62,6 @@ AVAIL_ALIGN = 2
 USED_ALIGN = 4
 
 _DESC = struct.Struct("<QIHH")
-_U16 = struct.Struct("<H")
-_USED_ELEM = struct.Struct("<II")
 
 _fence_lock = threading.Lock()
 
@@ -143,13 +150,24 @@ class SplitQueue:
             self._used = memory.view(used, used_len)
         except GuestMemoryError as e:
             raise QueueError(f"ring outside guest RAM: {e}") from None
+        # Single-load/single-store views (see "Atomicity" above): the available ring as u16s (flags, idx,
+        # ring[size], used_event), the used ring as u16s (flags, idx, ..., avail_event at the end) and,
+        # without the trailing avail_event, as u32s (flags|idx, then id, len of each element).
+        self._avail16 = self._avail.cast("H")
+        self._used16 = self._used.cast("H")
+        self._used32 = self._used[: 4 + 8 * size].cast("I")
         self._memory = memory
+        # The hot path slices RAM below the MMIO hole directly (what GuestMemory.view does, minus the call
+        # and the region search): every buffer of a small guest lies there.
+        low = memory.regions[0] if memory.regions and memory.regions[0].gpa == 0 else None
+        self._low_ram = low.view if low is not None else memoryview(b"")
+        self._low_end = low.size if low is not None else 0
         self.size = size
         self._mask = size - 1
         self.event_idx = event_idx
         self.indirect = indirect
-        self._used_event_at = 4 + 2 * size
-        self._avail_event_at = 4 + 8 * size
+        self._used_event_index = 2 + size  # in u16s
+        self._avail_event_index = 2 + 4 * size  # in u16s
         self.next_avail = 0  # the driver's next available-ring entry we will read
         self.next_used = 0  # our used index
         self._signalled_used = 0  # used index when the driver was last considered for an interrupt
@@ -157,17 +175,26 @@ class SplitQueue:
     # --- Taking requests -----------------------------------------------------------------------------
     def pending(self) -> int:
         """How many chains the driver has made available that we have not popped."""
-        return (int(_U16.unpack_from(self._avail, 2)[0]) - self.next_avail) & 0xFFFF
+        return (int(self._avail16[1]) - self.next_avail) & 0xFFFF
 
     def pop(self) -> DescriptorChain | None:
         """The next available chain, validated, or None when the driver has made none available."""
-        pending = (_U16.unpack_from(self._avail, 2)[0] - self.next_avail) & 0xFFFF
+        avail16 = self._avail16
+        pending = (avail16[1] - self.next_avail) & 0xFFFF
         if pending == 0:
             return None
         if pending > self.size:
             raise QueueError(f"available index is {pending} ahead of the device, more than the queue size")
-        head = _U16.unpack_from(self._avail, 4 + 2 * (self.next_avail & self._mask))[0]
+        head: int = avail16[2 + (self.next_avail & self._mask)]
         self.next_avail = (self.next_avail + 1) & 0xFFFF
+        if head < self.size:
+            # The common chain, one direct descriptor in low RAM, without the general walk.
+            addr, length, flags, _next = _DESC.unpack_from(self._desc, DESCRIPTOR_SIZE * head)
+            if not flags & _CHAINED and addr + length <= self._low_end:
+                buffer = self._low_ram[addr : addr + length]
+                if flags & VIRTQ_DESC_F_WRITE:
+                    return DescriptorChain(head, [], [buffer], 0, length)
+                return DescriptorChain(head, [buffer], [], length, 0)
         return self._walk(head)
 
     def _walk(self, head: int) -> DescriptorChain:
@@ -176,6 +203,7 @@ class SplitQueue:
         if head >= table_size:
             raise QueueError(f"head descriptor {head} is outside the queue of {table_size}")
         view = self._memory.view
+        low_ram, low_end = self._low_ram, self._low_end
         readable: list[memoryview] = []
         writable: list[memoryview] = []
         r_len = w_len = 0
@@ -205,10 +233,13 @@ class SplitQueue:
                 index = 0
                 in_indirect = True
                 continue
-            try:
-                buffer = view(addr, length)
-            except GuestMemoryError as e:
-                raise QueueError(f"buffer outside guest RAM: {e}") from None
+            if addr + length <= low_end:
+                buffer = low_ram[addr : addr + length]
+            else:
+                try:
+                    buffer = view(addr, length)
+                except GuestMemoryError as e:
+                    raise QueueError(f"buffer outside guest RAM: {e}") from None
             if flags & VIRTQ_DESC_F_WRITE:
                 writable.append(buffer)
                 w_len += length
@@ -232,10 +263,12 @@ class SplitQueue:
         """Return ``chain`` to the driver with ``written`` bytes stored in its writable buffers."""
         if written > chain.writable_len:
             written = chain.writable_len
-        at = 4 + 8 * (self.next_used & self._mask)
-        _USED_ELEM.pack_into(self._used, at, chain.head, written)
+        at = 1 + 2 * (self.next_used & self._mask)
+        used32 = self._used32
+        used32[at] = chain.head
+        used32[at + 1] = written
         self.next_used = (self.next_used + 1) & 0xFFFF
-        _U16.pack_into(self._used, 2, self.next_used)  # after the element: x86 keeps stores in order
+        self._used16[1] = self.next_used  # after the element: x86 keeps stores in order
 
     def needs_interrupt(self) -> bool:
         """Whether the driver wants an interrupt for what was added since the last call (§2.7.10)."""
@@ -246,9 +279,9 @@ class SplitQueue:
         self._signalled_used = new
         if self.event_idx:
             full_barrier()  # our used index store must be visible before we read used_event
-            used_event: int = _U16.unpack_from(self._avail, self._used_event_at)[0]
+            used_event: int = self._avail16[self._used_event_index]
             return ((new - used_event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)
-        flags: int = _U16.unpack_from(self._avail, 0)[0]
+        flags: int = self._avail16[0]
         return not flags & VIRTQ_AVAIL_F_NO_INTERRUPT
 
     def arm_notification(self) -> bool:
@@ -256,13 +289,14 @@ class SplitQueue:
 
         Without EVENT_IDX notifications are never suppressed, so this only re-checks."""
         if self.event_idx:
-            _U16.pack_into(self._used, self._avail_event_at, self.next_avail)
+            self._used16[self._avail_event_index] = self.next_avail
             full_barrier()  # avail_event must be visible before we re-read the available index
-        avail_idx: int = _U16.unpack_from(self._avail, 2)[0]
+        avail_idx: int = self._avail16[1]
         return avail_idx != self.next_avail
 
     def release(self) -> None:
         """Drop the views of guest RAM (on reset), so the memory can be unmapped."""
-        self._desc.release()
-        self._avail.release()
-        self._used.release()
+        for view in (self._avail16, self._used16, self._used32, self._desc, self._avail, self._used):
+            view.release()
+        self._low_ram = memoryview(b"")  # GuestMemory's own view: dropped, not released
+        self._low_end = 0

@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from aovisor.arch.x86_64 import layout
+from aovisor.errors import ConfigError
 from aovisor.memory import GuestMemory
 from aovisor.vmm.vm import VirtualMachine
 
@@ -101,7 +102,10 @@ def attach_pci_root(vm: VirtualMachine) -> None:
 def attach_virtio_devices(vm: VirtualMachine) -> None:
     """The virtio-pci devices: one step per kind, in the order of their PCI slots."""
     attach_block_devices(vm)
+    attach_net_devices(vm)
+    attach_console_device(vm)
     attach_rng_device(vm)
+    attach_vsock_device(vm)
 
 
 def attach_block_devices(vm: VirtualMachine) -> None:
@@ -109,7 +113,40 @@ def attach_block_devices(vm: VirtualMachine) -> None:
 
     for index, disk in enumerate(vm.config.disks):
         name = f"virtio-blk{index}"
-        _attach_virtio_pci(vm, disk.id or f"_disk{index}", BlockDevice(name, disk))
+        _attach_virtio(vm, disk.id or f"_disk{index}", BlockDevice(name, disk))
+
+
+def attach_net_devices(vm: VirtualMachine) -> None:
+    from aovisor.virtio.devices.net import NetDevice
+
+    for index, net in enumerate(vm.config.nets):
+        _attach_virtio(vm, net.id or f"_net{index}", NetDevice(f"virtio-net{index}", net))
+
+
+def attach_console_device(vm: VirtualMachine) -> None:
+    """virtio-console (the guest's hvc0) on the ``--console`` endpoint, unless it is off."""
+    from aovisor.config import OutputMode
+
+    cfg = vm.config.console
+    if cfg.mode is OutputMode.OFF:
+        return
+    import os
+
+    from aovisor.virtio.devices.console import ConsoleDevice
+    from aovisor.vmm.serial_io import SerialEndpoint
+
+    endpoint = SerialEndpoint(cfg, option="--console")
+    vm.on_close(endpoint.close)
+    size = None
+    if cfg.mode is OutputMode.TTY:
+        try:
+            columns, lines = os.get_terminal_size(1)
+            size = (columns, lines)
+        except OSError:  # stdout is not a terminal
+            size = None
+    console = ConsoleDevice("virtio-console0", endpoint.write, size)
+    endpoint.attach_input(console.enqueue_input)
+    _attach_virtio(vm, "_console", console)
 
 
 def attach_rng_device(vm: VirtualMachine) -> None:
@@ -117,7 +154,45 @@ def attach_rng_device(vm: VirtualMachine) -> None:
         return
     from aovisor.virtio.devices.rng import RngDevice
 
-    _attach_virtio_pci(vm, "_rng", RngDevice("virtio-rng0", vm.config.rng))
+    _attach_virtio(vm, "_rng", RngDevice("virtio-rng0", vm.config.rng))
+
+
+def attach_vsock_device(vm: VirtualMachine) -> None:
+    vsock = vm.config.vsock
+    if vsock is None:
+        return
+    from aovisor.virtio.devices.vsock import VsockDevice
+
+    _attach_virtio(vm, vsock.id or "_vsock", VsockDevice("virtio-vsock0", vsock))
+
+
+def _attach_virtio(vm: VirtualMachine, device_id: str, device: VirtioDevice) -> None:
+    """Put ``device`` behind the transport the configuration chose (``--virtio-transport``)."""
+    from aovisor.config import VirtioTransport
+
+    if vm.config.virtio_transport is VirtioTransport.MMIO:
+        _attach_virtio_mmio(vm, device_id, device)
+    else:
+        _attach_virtio_pci(vm, device_id, device)
+
+
+def _attach_virtio_mmio(vm: VirtualMachine, device_id: str, device: VirtioDevice) -> None:
+    """Put ``device`` in the next virtio-mmio window, on the next IOAPIC pin (its DSDT entry is made by
+    :func:`attach_acpi_tables`)."""
+    from aovisor.virtio.transport.mmio import VirtioMmioDevice
+
+    vm.on_close(device.close)
+    index = sum(isinstance(d, VirtioMmioDevice) for d in vm.devices.values())
+    if index >= layout.VIRTIO_MMIO_MAX_DEVICES:
+        raise ConfigError(f"--virtio-transport mmio: at most {layout.VIRTIO_MMIO_MAX_DEVICES} devices")
+    base = layout.VIRTIO_MMIO_START + index * layout.VIRTIO_MMIO_WINDOW_SIZE
+    transport = VirtioMmioDevice(
+        device, memory=vm.memory, hv_vm=vm.hv_vm, base=base, gsi=layout.IRQ_VIRTIO_MMIO_FIRST + index
+    )
+    vm.on_close(transport.close)
+    vm.mmio_bus.insert(transport, base, layout.VIRTIO_MMIO_WINDOW_SIZE)
+    vm.devices[device_id] = transport
+    vm.pausables.append(device)
 
 
 def _attach_virtio_pci(vm: VirtualMachine, device_id: str, device: VirtioDevice) -> None:
@@ -145,11 +220,24 @@ def _attach_virtio_pci(vm: VirtualMachine, device_id: str, device: VirtioDevice)
 def attach_acpi_tables(vm: VirtualMachine) -> int:
     from aovisor.arch.x86_64.acpi import AcpiConfig, build_acpi
     from aovisor.arch.x86_64.acpi.pci_host import pci_host_bridge
+    from aovisor.config import VirtioTransport
     from aovisor.devices.legacy.ged import ged_aml
 
-    sb_devices = (*ged_aml(), pci_host_bridge())
+    mmio_devices: list[bytes] = []
+    if vm.config.virtio_transport is VirtioTransport.MMIO:
+        from aovisor.virtio.transport.mmio import VirtioMmioDevice
+
+        mmio = [d for d in vm.devices.values() if isinstance(d, VirtioMmioDevice)]
+        mmio_devices = [d.aml(uid) for uid, d in enumerate(mmio)]
+    sb_devices = (*ged_aml(), pci_host_bridge(), *mmio_devices)
     blob = build_acpi(AcpiConfig(n_cpus=vm.config.cpus.boot_vcpus, sb_devices=sb_devices), layout.ACPI_START)
     vm.memory.write(layout.ACPI_START, blob.data)
+    # With hardware-reduced ACPI and no EFI, Linux reboots by jumping to the BIOS: a stub there resets.
+    from aovisor.arch.x86_64.reset_vector import RESET_VECTOR, write_reset_stub
+
+    if layout.ACPI_START + len(blob.data) > RESET_VECTOR:
+        raise RuntimeError(f"the ACPI tables ({len(blob.data)} bytes) reach the reset vector")
+    write_reset_stub(vm.memory)
     return blob.rsdp_gpa
 
 

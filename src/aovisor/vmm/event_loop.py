@@ -36,6 +36,10 @@ class Pausable(Protocol):
     def resume(self) -> None: ...
 
 
+def _mask(edge: bool, writable: bool) -> int:
+    return select.EPOLLIN | (select.EPOLLOUT if writable else 0) | (select.EPOLLET if edge else 0)
+
+
 class _Call:
     __slots__ = ("done", "error", "fn", "result")
 
@@ -63,10 +67,20 @@ class EventLoop:
         self._thread: threading.Thread | None = None
 
     # --- fds -----------------------------------------------------------------------------------------
-    def add(self, fd: int, handler: Callable[[], None]) -> None:
-        """Call ``handler`` on the loop thread whenever ``fd`` is readable (the handler must drain it)."""
+    def add(
+        self, fd: int, handler: Callable[[], None], *, edge: bool = False, writable: bool = False
+    ) -> None:
+        """Call ``handler`` on the loop thread whenever ``fd`` is readable (the handler must drain it).
+
+        ``edge``: edge-triggered — the handler runs once per arrival of new data, so it may leave data
+        unread (a device out of guest buffers) without being called again and again; it must then come
+        back to the fd by itself.  ``writable``: also when the fd becomes writable."""
         self._handlers[fd] = handler
-        self._epoll.register(fd, select.EPOLLIN)
+        self._epoll.register(fd, _mask(edge, writable))
+
+    def modify(self, fd: int, *, edge: bool = False, writable: bool = False) -> None:
+        """Change what ``fd`` (already added) is watched for."""
+        self._epoll.modify(fd, _mask(edge, writable))
 
     def remove(self, fd: int) -> None:
         if self._handlers.pop(fd, None) is not None:

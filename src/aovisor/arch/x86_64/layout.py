@@ -37,6 +37,10 @@ MMIO_HOLE_END = 0x1_0000_0000
 # PCI memory BARs are placed here (the host bridge's _CRS window in the DSDT).  Nothing else lives in it.
 PCI_MMIO_WINDOW_START = 0xC000_0000
 PCI_MMIO_WINDOW_END = 0xE000_0000
+# virtio-mmio devices (--virtio-transport mmio): one 4 KiB register window each from here, described in the
+# DSDT (LNRO0005), as QEMU's microvm does.  Above the PCI window, so no BAR can land on one.
+VIRTIO_MMIO_START = 0xE000_0000
+VIRTIO_MMIO_WINDOW_SIZE = 0x1000
 IOAPIC_START = 0xFEC0_0000
 IOAPIC_SIZE = 0x1000
 APIC_START = 0xFEE0_0000
@@ -62,6 +66,9 @@ IRQ_COM1 = 4
 IRQ_ACPI_SCI = 9
 IRQ_ACPI_GED = 5  # the GED's interrupt (edge, active high): a free ISA pin, as in Cloud Hypervisor
 IOAPIC_PINS = 24
+# virtio-mmio devices interrupt on IOAPIC pins 16-23 (edge, active high), one pin each: at most 8 devices.
+IRQ_VIRTIO_MMIO_FIRST = 16
+VIRTIO_MMIO_MAX_DEVICES = IOAPIC_PINS - IRQ_VIRTIO_MMIO_FIRST
 # GSIs above the IOAPIC pins, routed to MSI messages (MSI-X vectors) and raised through irqfds.
 MSI_GSI_START = IOAPIC_PINS
 MSI_GSI_END = 1024  # KVM accepts at least 1024 routes (KVM_MAX_IRQ_ROUTES is 4096 on current kernels)

@@ -39,8 +39,8 @@ from aovisor.devices.pci.msix import (
     NO_VECTOR,
     MsixVectors,
 )
-from aovisor.virtio.device import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, DeviceQueue
-from aovisor.virtio.queue import QueueConfig, QueueError, SplitQueue
+from aovisor.virtio.queue import QueueConfig, QueueError
+from aovisor.virtio.transport.common import enabled_queues, features_acceptable
 
 if TYPE_CHECKING:
     from aovisor.devices.bus import Bus
@@ -119,7 +119,9 @@ _COMMON_FIELDS: dict[int, tuple[str, int]] = {
 }
 
 # Class codes (base class, subclass, programming interface).
-_CLASS_CODES = {2: 0x01_80_00, 4: 0xFF_00_00}  # block: other mass storage; rng: unclassified device
+# net: Ethernet controller; block: other mass storage; console and vsock: other communication controller;
+# rng: unclassified device (what QEMU gives each).
+_CLASS_CODES = {1: 0x02_00_00, 2: 0x01_80_00, 3: 0x07_80_00, 4: 0xFF_00_00, 19: 0x07_80_00}
 
 
 class VirtioPciDevice(ConfigSpace):
@@ -433,8 +435,7 @@ class VirtioPciDevice(ConfigSpace):
             self._activate()
 
     def _features_acceptable(self) -> bool:
-        features = self.driver_features
-        return not features & ~self.device.avail_features and bool(features & VIRTIO_F_VERSION_1)
+        return features_acceptable(self.driver_features, self.device)
 
     def _activate(self) -> None:
         if not self.status & STATUS_FEATURES_OK:
@@ -442,23 +443,8 @@ class VirtioPciDevice(ConfigSpace):
             return
         features = self.driver_features
         self.device.acked_features = features
-        queues: list[DeviceQueue] = []
         try:
-            for index, cfg in enumerate(self.queues):
-                if not cfg.enabled:
-                    continue
-                if cfg.size > cfg.max_size:
-                    raise QueueError(f"queue {index}: size {cfg.size} above the maximum {cfg.max_size}")
-                ring = SplitQueue(
-                    self._memory,
-                    cfg.size,
-                    cfg.desc,
-                    cfg.driver,
-                    cfg.device,
-                    event_idx=bool(features & VIRTIO_F_EVENT_IDX),
-                    indirect=bool(features & VIRTIO_F_INDIRECT_DESC),
-                )
-                queues.append(DeviceQueue(index, ring, self.kick_fds[index]))
+            queues = enabled_queues(self._memory, self.queues, self.kick_fds, features)
         except QueueError as e:
             self._set_needs_reset(f"at DRIVER_OK: {e}")
             return

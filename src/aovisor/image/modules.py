@@ -1,8 +1,8 @@
 """Kernel modules from an unpacked Debian kernel package: lookup, dependency order, decompression.
 
-Debian ships modules as `.ko.xz`; busybox `insmod` hands the file to `init_module(2)`, which cannot take a
-compressed image, so they are decompressed at build time. The package has no `modules.dep` (depmod runs at
-install time), so dependencies come from each module's `.modinfo` section, the `depends=` string.
+Debian ships modules as ``.ko.xz``; busybox ``insmod`` hands the file to ``init_module(2)``, which cannot take
+a compressed image, so they are decompressed at build time.  The package has no ``modules.dep`` (depmod runs
+at install time), so dependencies come from each module's ``.modinfo`` section, the ``depends=`` string.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import lzma
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.errors import LabBuildError
+from aovisor.image.errors import ImageBuildError
 
 
 @dataclass(frozen=True)
 class KernelModule:
-    """One decompressed module: its canonical name (underscores), path below `kernel/`, and ELF image."""
+    """One decompressed module: its canonical name (underscores), path below ``kernel/``, and ELF image."""
 
     name: str
     relative_path: str
@@ -25,12 +25,12 @@ class KernelModule:
 
 
 def canonical_module_name(name: str) -> str:
-    """The kernel treats `-` and `_` in module names alike; the canonical spelling uses `_`."""
+    """The kernel treats ``-`` and ``_`` in module names alike; the canonical spelling uses ``_``."""
     return name.replace("-", "_")
 
 
 class ModuleTree:
-    """The modules below `lib/modules/<release>/` of an unpacked kernel package."""
+    """The modules below ``lib/modules/<release>/kernel`` of an unpacked kernel package."""
 
     def __init__(self, modules_dir: Path) -> None:
         self._root = modules_dir
@@ -39,18 +39,21 @@ class ModuleTree:
             stem = path.name.split(".ko", 1)[0]
             self._paths[canonical_module_name(stem)] = path
 
+    def __contains__(self, name: str) -> bool:
+        return canonical_module_name(name) in self._paths
+
     def load(self, name: str) -> KernelModule:
         canonical = canonical_module_name(name)
         path = self._paths.get(canonical)
         if path is None:
-            raise LabBuildError(f"kernel module {name!r} is not in {self._root} (is it built in?)")
+            raise ImageBuildError(f"kernel module {name!r} is not in {self._root} (is it built in?)")
         raw = path.read_bytes()
         image = lzma.decompress(raw) if path.name.endswith(".xz") else raw
         relative = path.relative_to(self._root).as_posix().removesuffix(".xz")
         return KernelModule(canonical, relative, image, _modinfo_depends(image))
 
     def with_dependencies(self, names: list[str]) -> list[KernelModule]:
-        """`names` and everything they depend on, each module after its dependencies."""
+        """``names`` and everything they depend on, each module after its dependencies."""
         ordered: list[KernelModule] = []
         done: set[str] = set()
         visiting: set[str] = set()
@@ -60,7 +63,7 @@ class ModuleTree:
             if canonical in done:
                 return
             if canonical in visiting:
-                raise LabBuildError(f"kernel module dependency cycle through {canonical}")
+                raise ImageBuildError(f"kernel module dependency cycle through {canonical}")
             visiting.add(canonical)
             module = self.load(canonical)
             for dependency in module.depends:

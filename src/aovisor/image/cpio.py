@@ -3,6 +3,8 @@
 Format: Documentation/driver-api/early-userspace/buffer-format.rst in the kernel tree. Each entry is a
 110-byte ASCII header (magic "070701" and 13 eight-digit hex fields), the NUL-terminated name padded to a
 multiple of 4, then the data padded to a multiple of 4. The archive ends with an entry named "TRAILER!!!".
+Linux unpacks archives that follow each other in one initramfs image too, so a caller may append its own
+archive to a built one.
 """
 
 from __future__ import annotations

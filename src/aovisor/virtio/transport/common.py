@@ -1,0 +1,42 @@
+"""What every virtio transport does the same way once the driver has written its registers: accept or
+refuse the driver's features (FEATURES_OK) and turn the queue registers into validated rings (DRIVER_OK)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aovisor.virtio.device import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, DeviceQueue
+from aovisor.virtio.queue import QueueConfig, QueueError, SplitQueue
+
+if TYPE_CHECKING:
+    from aovisor.memory import GuestMemory
+    from aovisor.virtio.device import VirtioDevice
+
+
+def features_acceptable(driver_features: int, device: VirtioDevice) -> bool:
+    """FEATURES_OK may stick (§3.1.1): only offered bits, and VIRTIO_F_VERSION_1 (no legacy interface)."""
+    return not driver_features & ~device.avail_features and bool(driver_features & VIRTIO_F_VERSION_1)
+
+
+def enabled_queues(
+    memory: GuestMemory, configs: Sequence[QueueConfig], kick_fds: Sequence[int], features: int
+) -> list[DeviceQueue]:
+    """The enabled queues as rings in guest RAM; :class:`QueueError` names the first bad one."""
+    queues: list[DeviceQueue] = []
+    for index, cfg in enumerate(configs):
+        if not cfg.enabled:
+            continue
+        if cfg.size > cfg.max_size:
+            raise QueueError(f"queue {index}: size {cfg.size} above the maximum {cfg.max_size}")
+        ring = SplitQueue(
+            memory,
+            cfg.size,
+            cfg.desc,
+            cfg.driver,
+            cfg.device,
+            event_idx=bool(features & VIRTIO_F_EVENT_IDX),
+            indirect=bool(features & VIRTIO_F_INDIRECT_DESC),
+        )
+        queues.append(DeviceQueue(index, ring, kick_fds[index]))
+    return queues

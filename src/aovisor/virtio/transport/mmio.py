@@ -1,0 +1,301 @@
+"""virtio-mmio, version 2 (virtio 1.2 §4.2): a 4 KiB register window and one interrupt line per device.
+
+The window is a :class:`BusDevice` on the MMIO bus; the guest finds it through the DSDT (:meth:`aml`), as
+on QEMU's microvm: a ``LNRO0005`` device whose ``_CRS`` gives the window and the interrupt.  (Debian's
+kernel has no ``virtio_mmio.device=`` command-line support, so ACPI is the way.)  Registers (§4.2.2)::
+
+    0x000 MagicValue "virt"   0x004 Version 2        0x008 DeviceID     0x00c VendorID
+    0x010 DeviceFeatures      0x014 DeviceFeaturesSel 0x020 DriverFeatures 0x024 DriverFeaturesSel
+    0x030 QueueSel   0x034 QueueNumMax   0x038 QueueNum   0x044 QueueReady   0x050 QueueNotify
+    0x060 InterruptStatus   0x064 InterruptACK   0x070 Status
+    0x080/0x084 QueueDesc   0x090/0x094 QueueDriver   0x0a0/0x0a4 QueueDevice
+    0x0ac SHMSel   0x0b0/0x0b4 SHMLen (all ones: no shared memory)   0x0fc ConfigGeneration
+    0x100 device-specific configuration
+
+All registers are 32-bit; other widths are ignored (§4.2.2.2), except in the configuration space.
+Notifications: a write of queue index N to QueueNotify is caught by a KVM ioeventfd with datamatch N, so
+it wakes the device thread without an exit to Python.  Interrupts: InterruptStatus bit 0 (used buffer) or
+1 (configuration change) is set, then an eventfd registered as an irqfd on the device's IOAPIC pin pulses
+it — the DSDT declares the line edge-triggered, active high, so each pulse is one interrupt and a status
+the driver has not acknowledged yet needs no level to be kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from aovisor.arch.x86_64.acpi import aml
+from aovisor.virtio.queue import QueueConfig, QueueError
+from aovisor.virtio.transport.common import enabled_queues, features_acceptable
+
+if TYPE_CHECKING:
+    from aovisor.hypervisor.base import Vm
+    from aovisor.memory import GuestMemory
+    from aovisor.virtio.device import VirtioDevice
+
+log = logging.getLogger(__name__)
+
+WINDOW_SIZE = 0x1000
+MAGIC = 0x74726976  # "virt"
+VERSION = 2
+VENDOR_ID = 0x554D4551  # "QEMU", what Linux and QEMU use; the driver does not look at it
+ACPI_HID = "LNRO0005"
+
+MAGIC_VALUE = 0x000
+VERSION_REG = 0x004
+DEVICE_ID = 0x008
+VENDOR_ID_REG = 0x00C
+DEVICE_FEATURES = 0x010
+DEVICE_FEATURES_SEL = 0x014
+DRIVER_FEATURES = 0x020
+DRIVER_FEATURES_SEL = 0x024
+QUEUE_SEL = 0x030
+QUEUE_NUM_MAX = 0x034
+QUEUE_NUM = 0x038
+QUEUE_READY = 0x044
+QUEUE_NOTIFY = 0x050
+INTERRUPT_STATUS = 0x060
+INTERRUPT_ACK = 0x064
+STATUS = 0x070
+QUEUE_DESC_LOW = 0x080
+QUEUE_DESC_HIGH = 0x084
+QUEUE_DRIVER_LOW = 0x090
+QUEUE_DRIVER_HIGH = 0x094
+QUEUE_DEVICE_LOW = 0x0A0
+QUEUE_DEVICE_HIGH = 0x0A4
+SHM_SEL = 0x0AC
+SHM_LEN_LOW = 0x0B0
+SHM_LEN_HIGH = 0x0B4
+SHM_BASE_LOW = 0x0B8
+SHM_BASE_HIGH = 0x0BC
+CONFIG_GENERATION = 0x0FC
+CONFIG = 0x100
+
+# Device status bits (§2.1).
+STATUS_DRIVER_OK = 4
+STATUS_FEATURES_OK = 8
+STATUS_NEEDS_RESET = 64
+
+INTERRUPT_USED_BUFFER = 1
+INTERRUPT_CONFIG_CHANGE = 2
+
+_QUEUE_ADDRESSES = {
+    QUEUE_DESC_LOW: ("desc", 0),
+    QUEUE_DESC_HIGH: ("desc", 32),
+    QUEUE_DRIVER_LOW: ("driver", 0),
+    QUEUE_DRIVER_HIGH: ("driver", 32),
+    QUEUE_DEVICE_LOW: ("device", 0),
+    QUEUE_DEVICE_HIGH: ("device", 32),
+}
+
+
+class VirtioMmioDevice:
+    """A virtio device behind a virtio-mmio window at ``base``, interrupting on IOAPIC pin ``gsi``."""
+
+    def __init__(self, device: VirtioDevice, *, memory: GuestMemory, hv_vm: Vm, base: int, gsi: int) -> None:
+        if len(device.config) > WINDOW_SIZE - CONFIG:
+            raise ValueError(f"{device.name}: config space of {len(device.config)} bytes is too large")
+        self.device = device
+        self.base = base
+        self.gsi = gsi
+        self._memory = memory
+        self._lock = threading.RLock()  # register state (vCPU threads)
+        # InterruptStatus alone has its own lock: the device thread sets bits while a vCPU may hold _lock
+        # waiting for that very thread (a reset is synchronous with request processing).
+        self._isr_lock = threading.Lock()
+        self.queues = [QueueConfig(max_size=size) for size in device.queue_max_sizes]
+        self.kick_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in self.queues]
+        self.irq_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            hv_vm.register_irqfd(self.irq_fd, gsi)
+            for index, fd in enumerate(self.kick_fds):
+                hv_vm.register_ioeventfd(fd, base + QUEUE_NOTIFY, 4, datamatch=index)
+        except BaseException:
+            self.close()
+            raise
+        self.interrupt_status = 0
+        self._needs_reset = False
+        self._reset_registers()
+        device.on_needs_reset = self._set_needs_reset
+
+    def _reset_registers(self) -> None:
+        self.status = 0
+        self.device_features_sel = 0
+        self.driver_features_sel = 0
+        self.driver_features = 0
+        self.queue_sel = 0
+        for q in self.queues:
+            q.reset()
+
+    def aml(self, uid: int) -> bytes:
+        """The DSDT device: ``_HID "LNRO0005"``, the window and the edge-triggered interrupt."""
+        return aml.device(
+            f"VR{uid:02X}",
+            aml.name("_HID", aml.string(ACPI_HID)),
+            aml.name("_UID", aml.integer(uid)),
+            aml.name("_CCA", aml.integer(1)),  # cache-coherent DMA (meaningful on Arm; harmless here)
+            aml.name(
+                "_CRS",
+                aml.resource_template(
+                    aml.memory32_fixed(self.base, WINDOW_SIZE),
+                    aml.interrupt(self.gsi, level=False, active_low=False, shared=False),
+                ),
+            ),
+        )
+
+    # --- BusDevice -----------------------------------------------------------------------------------
+    def read(self, offset: int, size: int) -> int:
+        if offset >= CONFIG:
+            return self.device.read_config(offset - CONFIG, size)
+        if size != 4 or offset % 4:
+            return 0
+        with self._lock:
+            return self._read_register(offset)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset >= CONFIG:
+            self.device.write_config(offset - CONFIG, size, value)
+            return
+        if size != 4 or offset % 4:
+            log.debug("%s: ignored %d-byte register write at %#x", self.device.name, size, offset)
+            return
+        if offset == QUEUE_NOTIFY:  # only when the ioeventfd did not take it
+            if value < len(self.kick_fds):
+                os.eventfd_write(self.kick_fds[value], 1)
+            return
+        with self._lock:
+            self._write_register(offset, value)
+
+    def _selected(self) -> QueueConfig | None:
+        return self.queues[self.queue_sel] if self.queue_sel < len(self.queues) else None
+
+    def _read_register(self, offset: int) -> int:
+        q = self._selected()
+        if offset == MAGIC_VALUE:
+            return MAGIC
+        if offset == VERSION_REG:
+            return VERSION
+        if offset == DEVICE_ID:
+            return self.device.device_type
+        if offset == VENDOR_ID_REG:
+            return VENDOR_ID
+        if offset == DEVICE_FEATURES:
+            sel = self.device_features_sel
+            return self.device.avail_features >> (32 * sel) & 0xFFFF_FFFF if sel < 2 else 0
+        if offset == QUEUE_NUM_MAX:
+            return q.max_size if q is not None else 0  # 0: the queue does not exist (§4.2.3.2)
+        if offset == QUEUE_READY:
+            return int(q.enabled) if q is not None else 0
+        if offset == INTERRUPT_STATUS:
+            return self.interrupt_status
+        if offset == STATUS:
+            return self.status | (STATUS_NEEDS_RESET if self._needs_reset else 0)
+        if offset in (SHM_LEN_LOW, SHM_LEN_HIGH, SHM_BASE_LOW, SHM_BASE_HIGH):
+            return 0xFFFF_FFFF  # no shared memory region (§4.2.2)
+        if offset == CONFIG_GENERATION:
+            return 0
+        if offset in _QUEUE_ADDRESSES and q is not None:
+            attr, shift = _QUEUE_ADDRESSES[offset]
+            return int(getattr(q, attr)) >> shift & 0xFFFF_FFFF
+        return 0  # write-only registers and holes
+
+    def _write_register(self, offset: int, value: int) -> None:
+        if offset == DEVICE_FEATURES_SEL:
+            self.device_features_sel = value
+        elif offset == DRIVER_FEATURES_SEL:
+            self.driver_features_sel = value
+        elif offset == DRIVER_FEATURES:
+            sel = self.driver_features_sel
+            if sel < 2 and not self.status & STATUS_FEATURES_OK:
+                shift = 32 * sel
+                self.driver_features = (self.driver_features & ~(0xFFFF_FFFF << shift)) | (value << shift)
+        elif offset == QUEUE_SEL:
+            self.queue_sel = value
+        elif offset == INTERRUPT_ACK:
+            with self._isr_lock:
+                self.interrupt_status &= ~value
+        elif offset == STATUS:
+            self._write_status(value & 0xFF)
+        elif offset in (QUEUE_NUM, QUEUE_READY) or offset in _QUEUE_ADDRESSES:
+            self._write_queue(offset, value)
+        elif offset == SHM_SEL:
+            pass
+        else:
+            log.debug("%s: ignored write of %#x at %#x", self.device.name, value, offset)
+
+    def _write_queue(self, offset: int, value: int) -> None:
+        q = self._selected()
+        if q is None:
+            return
+        if self.status & STATUS_DRIVER_OK:
+            log.debug("%s: queue register write after DRIVER_OK ignored", self.device.name)
+            return
+        if offset == QUEUE_NUM:
+            q.size = value
+        elif offset == QUEUE_READY:
+            q.enabled = bool(value & 1)
+        else:
+            attr, shift = _QUEUE_ADDRESSES[offset]
+            old: int = getattr(q, attr)
+            setattr(q, attr, (old & ~(0xFFFF_FFFF << shift)) | (value << shift))
+
+    def _write_status(self, value: int) -> None:
+        if value == 0:
+            self.device.reset()
+            self._reset_registers()
+            self._needs_reset = False
+            with self._isr_lock:
+                self.interrupt_status = 0
+            return
+        old = self.status
+        if value & ~old & STATUS_FEATURES_OK and not features_acceptable(self.driver_features, self.device):
+            value &= ~STATUS_FEATURES_OK
+        self.status = value
+        if value & ~old & STATUS_DRIVER_OK:
+            self._activate()
+
+    def _activate(self) -> None:
+        if not self.status & STATUS_FEATURES_OK:
+            self._set_needs_reset("DRIVER_OK without FEATURES_OK")
+            return
+        features = self.driver_features
+        self.device.acked_features = features
+        try:
+            queues = enabled_queues(self._memory, self.queues, self.kick_fds, features)
+        except QueueError as e:
+            self._set_needs_reset(f"at DRIVER_OK: {e}")
+            return
+        self.device.activate(self._memory, queues, self)
+
+    # --- Interrupts (the device thread calls these) --------------------------------------------------
+    def _set_needs_reset(self, reason: str) -> None:
+        log.warning("%s: device needs reset: %s", self.device.name, reason)
+        self._needs_reset = True
+        if self.status & STATUS_DRIVER_OK:
+            self.signal_config()
+
+    @property
+    def needs_reset(self) -> bool:
+        return self._needs_reset
+
+    def signal_queue(self, index: int) -> None:
+        self._raise(INTERRUPT_USED_BUFFER)
+
+    def signal_config(self) -> None:
+        self._raise(INTERRUPT_CONFIG_CHANGE)
+
+    def _raise(self, bit: int) -> None:
+        with self._isr_lock:
+            self.interrupt_status |= bit
+        os.eventfd_write(self.irq_fd, 1)
+
+    def close(self) -> None:
+        self.device.close()
+        for fd in (*self.kick_fds, self.irq_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.kick_fds = []
+        self.irq_fd = -1

@@ -11,7 +11,9 @@ from aovisor.virtio.queue import QueueConfig, QueueError, SplitQueue
 
 if TYPE_CHECKING:
     from aovisor.memory import GuestMemory
-    from aovisor.virtio.device import VirtioDevice
+    from aovisor.virtio.device import Interrupt, VirtioDevice
+
+STATUS_FEATURES_OK = 8  # device status bit (virtio 1.x §2.1)
 
 
 def features_acceptable(driver_features: int, device: VirtioDevice) -> bool:
@@ -40,3 +42,26 @@ def enabled_queues(
         )
         queues.append(DeviceQueue(index, ring, kick_fds[index]))
     return queues
+
+
+def activate(
+    device: VirtioDevice,
+    memory: GuestMemory,
+    configs: Sequence[QueueConfig],
+    kick_fds: Sequence[int],
+    *,
+    status: int,
+    driver_features: int,
+    interrupt: Interrupt,
+) -> str | None:
+    """DRIVER_OK: hand the validated rings to the device.  Returns why the device must go to NEEDS_RESET
+    instead (the caller reports it through its transport), or None once the device runs."""
+    if not status & STATUS_FEATURES_OK:
+        return "DRIVER_OK without FEATURES_OK"
+    device.acked_features = driver_features
+    try:
+        queues = enabled_queues(memory, configs, kick_fds, driver_features)
+    except QueueError as e:
+        return f"at DRIVER_OK: {e}"
+    device.activate(memory, queues, interrupt)
+    return None

@@ -28,8 +28,8 @@ import threading
 from typing import TYPE_CHECKING
 
 from aovisor.arch.x86_64.acpi import aml
-from aovisor.virtio.queue import QueueConfig, QueueError
-from aovisor.virtio.transport.common import enabled_queues, features_acceptable
+from aovisor.virtio.queue import QueueConfig
+from aovisor.virtio.transport.common import STATUS_FEATURES_OK, activate, features_acceptable
 
 if TYPE_CHECKING:
     from aovisor.hypervisor.base import Vm
@@ -76,7 +76,6 @@ CONFIG = 0x100
 
 # Device status bits (§2.1).
 STATUS_DRIVER_OK = 4
-STATUS_FEATURES_OK = 8
 STATUS_NEEDS_RESET = 64
 
 INTERRUPT_USED_BUFFER = 1
@@ -258,17 +257,17 @@ class VirtioMmioDevice:
             self._activate()
 
     def _activate(self) -> None:
-        if not self.status & STATUS_FEATURES_OK:
-            self._set_needs_reset("DRIVER_OK without FEATURES_OK")
-            return
-        features = self.driver_features
-        self.device.acked_features = features
-        try:
-            queues = enabled_queues(self._memory, self.queues, self.kick_fds, features)
-        except QueueError as e:
-            self._set_needs_reset(f"at DRIVER_OK: {e}")
-            return
-        self.device.activate(self._memory, queues, self)
+        problem = activate(
+            self.device,
+            self._memory,
+            self.queues,
+            self.kick_fds,
+            status=self.status,
+            driver_features=self.driver_features,
+            interrupt=self,
+        )
+        if problem is not None:
+            self._set_needs_reset(problem)
 
     # --- Interrupts (the device thread calls these) --------------------------------------------------
     def _set_needs_reset(self, reason: str) -> None:

@@ -39,8 +39,8 @@ from aovisor.devices.pci.msix import (
     NO_VECTOR,
     MsixVectors,
 )
-from aovisor.virtio.queue import QueueConfig, QueueError
-from aovisor.virtio.transport.common import enabled_queues, features_acceptable
+from aovisor.virtio.queue import QueueConfig
+from aovisor.virtio.transport.common import STATUS_FEATURES_OK, activate, features_acceptable
 
 if TYPE_CHECKING:
     from aovisor.devices.bus import Bus
@@ -59,7 +59,6 @@ VIRTIO_PCI_SUBSYSTEM_ID = 0x40  # non-transitional devices use 0x40 or above (§
 STATUS_ACKNOWLEDGE = 1
 STATUS_DRIVER = 2
 STATUS_DRIVER_OK = 4
-STATUS_FEATURES_OK = 8
 STATUS_NEEDS_RESET = 64
 STATUS_FAILED = 128
 
@@ -438,17 +437,17 @@ class VirtioPciDevice(ConfigSpace):
         return features_acceptable(self.driver_features, self.device)
 
     def _activate(self) -> None:
-        if not self.status & STATUS_FEATURES_OK:
-            self._set_needs_reset("DRIVER_OK without FEATURES_OK")
-            return
-        features = self.driver_features
-        self.device.acked_features = features
-        try:
-            queues = enabled_queues(self._memory, self.queues, self.kick_fds, features)
-        except QueueError as e:
-            self._set_needs_reset(f"at DRIVER_OK: {e}")
-            return
-        self.device.activate(self._memory, queues, self)
+        problem = activate(
+            self.device,
+            self._memory,
+            self.queues,
+            self.kick_fds,
+            status=self.status,
+            driver_features=self.driver_features,
+            interrupt=self,
+        )
+        if problem is not None:
+            self._set_needs_reset(problem)
 
     def _reset_device(self) -> None:
         self.device.reset()

@@ -31,7 +31,7 @@ sysdeps:
 demo: venv sysdeps
 	$(BIN)/python scripts/demo.py
 
-LINT_DIRS := $(wildcard src tests guests bench lab)
+LINT_DIRS := $(wildcard src tests guests bench lab scripts)
 
 lint: venv
 	$(BIN)/ruff check $(LINT_DIRS)

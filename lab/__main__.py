@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lab.builder import LAB_DIR, build, cache_root, exclusive_cache_lock, resolve_inputs
 from lab.errors import LabError
-from lab.runner import LabResult, run, shell
+from lab.runner import DEFAULT_CPUS, LabResult, run, shell
 
 REPO_ROOT = LAB_DIR.parent
 # Exit statuses when the command's own status did not come back (as timeout(1) and env(1) use them).
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _add_vm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worktree", type=Path, default=REPO_ROOT, help="tree copied to /work (this repo)")
-    parser.add_argument("--cpus", type=int, default=2, help="L2 vCPUs (2)")
+    parser.add_argument("--cpus", type=int, default=DEFAULT_CPUS, help=f"L2 vCPUs ({DEFAULT_CPUS})")
     parser.add_argument("--memory", type=int, default=4096, help="L2 memory in MiB (4096)")
     parser.add_argument(
         "--extra", action="append", default=[], metavar="DEST=FILE", help="put FILE at /lab/extra/DEST"

@@ -77,7 +77,7 @@ ROOT_SOURCES = (
 )
 BOOT_SOURCES = (
     *(LAB_DIR / name for name in ("builder.py", "apt_source.py", "initramfs.py")),
-    *(LAB_DIR / "l2" / name for name in ("initramfs_init.sh", "lab_init.sh", "fstab", "kvm_key_holder.py")),
+    *(LAB_DIR / "l2" / name for name in ("initramfs_init.sh", "lab_init.sh", "fstab")),
     *(IMAGE_DIR / name for name in ("debian.py", "cpio.py", "vmlinux.py")),
 )
 

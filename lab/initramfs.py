@@ -11,7 +11,7 @@ from aovisor.image.modules import KernelModule
 L2_DIR = Path(__file__).resolve().parent / "l2"
 # Copied from the initramfs onto the (copy-on-write) root before switch_root, so that changing them does not
 # mean rebuilding the root image.
-ROOT_OVERLAY = {"lab-init": "lab_init.sh", "fstab": "fstab", "kvm-key-holder": "kvm_key_holder.py"}
+ROOT_OVERLAY = {"lab-init": "lab_init.sh", "fstab": "fstab"}
 
 
 def write_initramfs(

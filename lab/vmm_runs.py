@@ -1,8 +1,8 @@
 """Several VMM runs inside one L2 boot (L2 boots cost seconds), their timed console lines parsed back.
 
-The runs go to ``l2/vmm_runner.py`` in L2 as JSON and run one after another; see that file for what is
-measured.  Paths in a run's ``argv`` are L2's: the files given as ``extra_files`` are under
-:data:`L2_EXTRA`, the work tree is ``/work`` (the current directory, with ``PYTHONPATH=/work/src``).
+The runs go to ``l2/vmm_runner.py`` (copied into L2 with them) as JSON and run one after another; see
+that file for what is measured.  Paths in a run's ``argv`` are L2's: the files given as ``extra_files``
+are under :data:`L2_EXTRA`, the work tree is ``/work`` (the current directory, ``PYTHONPATH=/work/src``).
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from typing import Any
 
 from lab.builder import LabArtifacts
 from lab.errors import LabRunError
-from lab.runner import ConsoleCallback, LabResult, run
+from lab.runner import DEFAULT_CPUS, ConsoleCallback, LabResult, run
 
 L2_EXTRA = "/lab/extra"
 _SPEC = "vmm-runs.json"
 _RESULTS = "vmm-results.json"
-_CRASH_SIGNS = ("Oops:", "BUG:", "Kernel panic", "general protection fault", "WARNING: CPU:")
-_COMMAND = f'python3 /work/lab/l2/vmm_runner.py "$LAB_EXTRA/{_SPEC}" "$LAB_OUT/{_RESULTS}"'
+_RUNNER = Path(__file__).resolve().parent / "l2" / "vmm_runner.py"
+_CRASH_SIGNS = ("Oops:", "BUG:", "Kernel panic", "general protection fault")
+_COMMAND = f'python3 "$LAB_EXTRA/{_RUNNER.name}" "$LAB_EXTRA/{_SPEC}" "$LAB_OUT/{_RESULTS}"'
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def run_vmms(
     on_console: ConsoleCallback | None = None,
     console_log: Path | None = None,
     artifacts: LabArtifacts | None = None,
+    cpus: int = DEFAULT_CPUS,
 ) -> VmmRunsResult:
     """Boot L2 once and run ``runs`` in order; the runs that finished (all of them, unless L2 died)."""
     names = [r.name for r in runs]
@@ -110,11 +112,12 @@ def run_vmms(
             _COMMAND,
             worktree=worktree,
             timeout=timeout,
-            extra_files={**(extra_files or {}), _SPEC: spec},
+            extra_files={**(extra_files or {}), _SPEC: spec, _RUNNER.name: _RUNNER},
             on_console=on_console,
             console_log=console_log,
             results_dir=scratch / "out",
             artifacts=artifacts,
+            cpus=cpus,
         )
         results_file = scratch / "out" / _RESULTS
         data = json.loads(results_file.read_text()) if results_file.is_file() else {"runs": []}

@@ -13,6 +13,7 @@ import os
 import queue
 import re
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -88,6 +89,29 @@ class NetNamespace:
 
     def close(self) -> None:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+ETHERTYPE_TEST = 0x88B5  # IEEE 802 "local experimental" ethertype: what the virtio_net guest answers
+BROADCAST = b"\xff" * 6
+
+
+class Wire:
+    """The test's end of a TAP in a namespace: raw frames of ETHERTYPE_TEST on an AF_PACKET socket."""
+
+    def __init__(self, ns: NetNamespace, tap: str) -> None:
+        self.sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE_TEST))
+        self.sock.bind((tap, ETHERTYPE_TEST))
+        self.mac: bytes = self.sock.getsockname()[4]
+
+    def send(self, payload: bytes, dst: bytes = BROADCAST) -> None:
+        self.sock.send(dst + self.mac + struct.pack("!H", ETHERTYPE_TEST) + payload)
+
+    def receive(self, timeout: float = 10.0) -> bytes:
+        self.sock.settimeout(timeout)
+        return self.sock.recv(65536)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class GuestRun:

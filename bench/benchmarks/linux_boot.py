@@ -60,7 +60,7 @@ PORT_NAMES = {
     0x20: "PIC", 0x21: "PIC", 0xA0: "PIC", 0xA1: "PIC", 0x4D0: "ELCR", 0x4D1: "ELCR",
     0x510: "fw_cfg selector", 0x511: "fw_cfg data", 0x514: "fw_cfg DMA", 0x518: "fw_cfg DMA",
 }  # fmt: skip
-IOAPIC_MMIO = range(0xFEC00000, 0xFEC01000)  # the in-kernel IOAPIC of every VMM here (KVM_CREATE_IRQCHIP)
+IOAPIC_MMIO = range(0xFEC00000, 0xFEC01000)  # in KVM for aovisor and q35, in QEMU for microvm (split irqchip)
 
 
 @register
@@ -226,7 +226,7 @@ def _access_list(exits: Mapping[str, Any], top: int = 12) -> str:
     for entry in exits.get("kvm_mmio", []):
         kind = MMIO_KINDS.get(int(entry.get("type", -1)), "?")
         gpa = int(entry["gpa"])
-        where = " (IOAPIC, in KVM)" if gpa in IOAPIC_MMIO else ""
+        where = " (IOAPIC)" if gpa in IOAPIC_MMIO else ""
         items.append((int(entry["count"]), f"MMIO {gpa:#x}{where} {kind}"))
     items.sort(reverse=True)
     return "\n".join(f"- {count}x {what}" for count, what in items[:top])

@@ -34,7 +34,7 @@ while [ -z "$root" ] && [ "$tries" -lt 200 ]; do
 done
 [ -n "$root" ] || fatal "no disk with serial lab-root"
 mount -t ext4 "$root" /newroot || fatal "cannot mount $root"
-cp /overlay/lab-init /overlay/kvm-key-holder /newroot/sbin/
+cp /overlay/lab-init /newroot/sbin/lab-init
 cp /overlay/fstab /newroot/etc/fstab
 mount --move /dev /newroot/dev
 umount /proc /sys

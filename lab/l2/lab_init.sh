@@ -33,12 +33,6 @@ done
 
 [ -d /lab/out ] || mkdir -p /lab/out
 wait "$kvm_loader" || echo "lab: WARNING: modprobe kvm_amd failed: L2 has no /dev/kvm"
-# Keep KVM's static keys from flipping (and kernel text from being patched) as VMMs come and go; see
-# /sbin/kvm-key-holder. Wait until it holds them, with builtins only.
-if [ -c /dev/kvm ]; then
-    coproc KEY_HOLDER { exec python3 /sbin/kvm-key-holder; }
-    read -r -t 30 -u "${KEY_HOLDER[0]}" _ || echo "lab: WARNING: kvm-key-holder did not start"
-fi
 export LAB_WORK=/work LAB_EXTRA=/lab/extra LAB_OUT=/lab/out PYTHONPATH=/work/src
 
 if [ "$mode" = shell ]; then

@@ -5,6 +5,7 @@ against our OpenAPI document."""
 from __future__ import annotations
 
 import re
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,6 +108,7 @@ def test_cold_plugged_disk_shows_in_info_and_duplicate_ids_conflict(
 ) -> None:
     image = tmp_path / "disk.img"
     image.write_bytes(bytes(1 << 20))
+    vsock = tmp_path / "v.sock"
     assert api_vmm.call("PUT", "vm.add-disk", {"path": str(image)}).status == 404  # no VM yet
     assert api_vmm.call("PUT", "vm.create", _vm_config(guest("ticker"))).status == 204
     assert (
@@ -114,14 +116,16 @@ def test_cold_plugged_disk_shows_in_info_and_duplicate_ids_conflict(
         == 204
     )
     assert api_vmm.call("PUT", "vm.add-disk", {"path": str(image), "id": "disk0"}).status == 409
+    assert api_vmm.call("PUT", "vm.add-vsock", {"cid": 3, "socket": str(vsock), "id": "disk0"}).status == 409
+    assert api_vmm.call("PUT", "vm.add-vsock", {"cid": 3, "socket": str(vsock)}).status == 204
     assert (
-        api_vmm.call("PUT", "vm.add-vsock", {"cid": 3, "socket": "/tmp/v.sock", "id": "disk0"}).status == 409
-    )
-    assert api_vmm.call("PUT", "vm.add-vsock", {"cid": 3, "socket": "/tmp/v.sock"}).status == 204
-    assert api_vmm.call("PUT", "vm.add-vsock", {"cid": 4, "socket": "/tmp/w.sock"}).status == 409  # one only
+        api_vmm.call("PUT", "vm.add-vsock", {"cid": 4, "socket": str(tmp_path / "w.sock")}).status == 409
+    )  # one only
     config = api_vmm.call("GET", "vm.info").json()["config"]
     assert [(d["path"], d["id"], d["readonly"]) for d in config["disks"]] == [(str(image), "disk0", True)]
-    assert config["vsock"] == {"cid": 3, "socket": "/tmp/v.sock"}
-    boot = api_vmm.call("PUT", "vm.boot")  # vsock is not implemented: refused by name, the VM stays Created
-    assert boot.status == 400 and "vsock" in boot.json()[-1] and "not yet implemented" in boot.json()[-1]
-    assert api_vmm.call("GET", "vm.info").json()["state"] == "Created"
+    assert config["vsock"] == {"cid": 3, "socket": str(vsock)}
+    assert api_vmm.call("PUT", "vm.boot").status == 204
+    assert api_vmm.call("GET", "vm.info").json()["state"] == "Running"
+    assert stat.S_ISSOCK(vsock.stat().st_mode)  # the hybrid vsock listens for the host's connections
+    counters = api_vmm.call("GET", "vm.counters").json()
+    assert counters["disk0"] == {"read_ops": 0, "read_bytes": 0, "write_ops": 0, "write_bytes": 0}

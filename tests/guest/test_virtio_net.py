@@ -8,7 +8,6 @@ socket on the TAP's address, both created inside the namespace.
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,14 +15,12 @@ from pathlib import Path
 import pytest
 
 from conftest import run_aovisor
-from netns import GuestRun, NetNamespace
+from netns import BROADCAST, GuestRun, NetNamespace, Wire
 
 Guest = Callable[[str], Path]
 TAP = "aovtap0"
 HOST_IP, GUEST_IP = "10.77.0.1", "10.77.0.2"
 GUEST_MAC = "52:54:00:aa:bb:01"
-ETHERTYPE_TEST = 0x88B5
-BROADCAST = b"\xff" * 6
 
 
 @pytest.fixture
@@ -33,25 +30,6 @@ def netns() -> Iterator[NetNamespace]:
         yield ns
     finally:
         ns.close()
-
-
-class Wire:
-    """The test's end of the TAP: raw frames of ETHERTYPE_TEST."""
-
-    def __init__(self, ns: NetNamespace) -> None:
-        self.sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE_TEST))
-        self.sock.bind((TAP, ETHERTYPE_TEST))
-        self.mac: bytes = self.sock.getsockname()[4]
-
-    def send(self, payload: bytes, dst: bytes = BROADCAST) -> None:
-        self.sock.send(dst + self.mac + struct.pack("!H", ETHERTYPE_TEST) + payload)
-
-    def receive(self, timeout: float = 10.0) -> bytes:
-        self.sock.settimeout(timeout)
-        return self.sock.recv(65536)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def start(ns: NetNamespace, hypervisor: str, guest: Guest, cmdline: str, net: str = "") -> GuestRun:
@@ -86,7 +64,7 @@ def test_frames_both_ways(hypervisor: str, guest: Guest, netns: NetNamespace, se
     addr = netns.run("ip", "-o", "-4", "addr", "show", TAP)
     assert f"inet {HOST_IP}/24" in addr, addr
     assert ",UP" in netns.run("ip", "-o", "link", "show", TAP)
-    wire = Wire(netns)
+    wire = Wire(netns, TAP)
     session.append(wire)
 
     wire.send(b"PING hello from the host " + bytes(range(100)))
@@ -119,7 +97,7 @@ def test_large_frame_is_spread_over_merged_buffers(
     run = start(netns, hypervisor, guest, cmdline)
     session.append(run)
     run.expect(r"virtio-net: ready")
-    wire = Wire(netns)
+    wire = Wire(netns, TAP)
     session.append(wire)
     wire.send(b"SHOW" + bytes(982))  # 1000 bytes + the 12-byte header: four 256-byte buffers
     run.expect(rf"rx: len 1000 flags 0 gso 0 csum_start 0 csum_offset 0 num_buffers {num_buffers}\n")
@@ -136,7 +114,7 @@ def test_frame_larger_than_a_buffer_without_merging_is_dropped(
     run = start(netns, hypervisor, guest, "mrg=0 rxbuf=256")
     session.append(run)
     run.expect(r"virtio-net: ready")
-    wire = Wire(netns)
+    wire = Wire(netns, TAP)
     session.append(wire)
     wire.send(b"SHOW" + bytes(982))  # cannot fit one 256-byte buffer: dropped, the device goes on
     wire.send(b"SHOW small")
@@ -171,7 +149,7 @@ def test_udp_checksum_offload_follows_negotiation(
     assert (data, sender) == (b"HELLO, GUEST", (GUEST_IP, 7))
     start_at, offset = start_offset
     run.expect(rf"udp: from 5000 len 12 flags {flags} csum_start {start_at} csum_offset {offset} checksum ok")
-    wire = Wire(netns)
+    wire = Wire(netns, TAP)
     session.append(wire)
     wire.send(b"BYE")
     assert run.wait() == 0
@@ -185,7 +163,7 @@ def test_hostile_guest_frames_are_dropped_and_the_device_goes_on(
     session.append(run)
     run.expect(r"virtio-net: mac")
     netns.wait_for_link(TAP)
-    wire = Wire(netns)
+    wire = Wire(netns, TAP)
     session.append(wire)
     run.expect(r"hostile: waiting for a frame")
     wire.send(b"nudge")

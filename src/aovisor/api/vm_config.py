@@ -9,9 +9,9 @@ for a few dozen fields, and what matters here is the *policy*, which is ours:
   supported" — never silently ignored.
 * A field Cloud Hypervisor does not define is refused ("unknown field"): CH's serde ignores them, but a
   typo that silently changes nothing is worse than a 400.
-* Disks and the RNG become :class:`~aovisor.config.DiskConfig`/:class:`~aovisor.config.RngConfig`.  Devices
-  we keep but cannot create yet (net, vsock) are validated and stored as :class:`DeviceSpec` records;
-  ``vm.boot`` refuses them by name (see :mod:`aovisor.vmm.definition`).
+* Disks and the RNG become :class:`~aovisor.config.DiskConfig`/:class:`~aovisor.config.RngConfig`.  Net
+  and vsock devices are validated and kept as :class:`DeviceSpec` records (CH's JSON with the defaults
+  filled in, and the TAP fds that came with them; see :mod:`aovisor.vmm.definition`).
 
 Every error is a :class:`~aovisor.errors.ConfigError` whose message starts with the JSON path of the field,
 e.g. ``memory.size: expected an integer, got "1G"``.
@@ -370,7 +370,7 @@ def device_from_json(
     if kind == "net":
         normalized.update(_net(obj))
     elif kind == "vsock":
-        normalized.update(_vsock(obj))
+        normalized.update(_vsock(obj, check_files))
     else:
         raise ValueError(f"unknown device kind {kind!r}")
     obj.finish()
@@ -442,35 +442,34 @@ def _net(obj: _Object) -> dict[str, Any]:
         if not 0 < len(tap.encode()) < _IFNAMSIZ or "/" in tap or tap.strip() != tap:
             raise obj.error("tap", f"{_render(tap)} is not a valid interface name (1-15 characters)")
         fields["tap"] = tap
-    for key in ("mac", "host_mac"):
-        mac = obj.get_str(key)
-        if mac is not None:
-            if not _MAC.match(mac):
-                raise obj.error(key, f"{_render(mac)} is not a MAC address (use e.g. 12:34:56:78:9a:bc)")
-            fields[key] = mac.lower()
+    mac = obj.get_str("mac")
+    if mac is not None and not _MAC.match(mac):
+        raise obj.error("mac", f"{_render(mac)} is not a MAC address (use e.g. 12:34:56:78:9a:bc)")
+    if mac is None:  # as CH: chosen once at creation, so vm.info shows it and a reboot keeps it
+        from aovisor.virtio.devices.net import random_mac
+
+        mac = random_mac()
+    fields["mac"] = mac.lower()
     for key, default in (("ip", "192.168.249.1"), ("mask", "255.255.255.0")):
         value = obj.get_str(key, default)
         assert value is not None
         import ipaddress
 
         try:
-            ipaddress.ip_address(value)
+            ipaddress.IPv4Address(value)
         except ValueError:
-            raise obj.error(key, f"{_render(value)} is not an IP address") from None
+            raise obj.error(key, f"{_render(value)} is not an IPv4 address") from None
         fields[key] = value
-    mtu = obj.get_int("mtu", minimum=68, maximum=65535)
-    if mtu is not None:
-        fields["mtu"] = mtu
+    # Our virtio-net has one queue pair of 256 entries and uses the TAP's MTU.
+    obj.absent_only("host_mac", "mtu")
     num_queues = obj.get_int("num_queues", 2, minimum=2, maximum=256)
     assert num_queues is not None
     if num_queues % 2:
         raise obj.error("num_queues", f"{num_queues} is odd (one receive and one transmit queue per pair)")
+    obj.default_only("num_queues", 2, "one queue pair")
     fields["num_queues"] = num_queues
-    queue_size = obj.get_int("queue_size", 256, minimum=2, maximum=32768)
-    assert queue_size is not None
-    if queue_size & (queue_size - 1):
-        raise obj.error("queue_size", f"{queue_size} is not a power of two")
-    fields["queue_size"] = queue_size
+    obj.default_only("queue_size", 256, "the queues have 256 entries")
+    fields["queue_size"] = 256
     obj.default_only("vhost_user", False, "vhost-user net")
     obj.absent_only("vhost_socket", "rate_limiter_config")
     obj.default_only("vhost_mode", "Client")
@@ -481,11 +480,15 @@ def _net(obj: _Object) -> dict[str, Any]:
     return fields
 
 
-def _vsock(obj: _Object) -> dict[str, Any]:
+def _vsock(obj: _Object, check_files: bool) -> dict[str, Any]:
     cid = obj.get_int("cid", minimum=3, maximum=(1 << 32) - 2, required=True)
     socket = obj.get_str("socket", required=True)
     if not socket:
         raise obj.error("socket", "is empty")
+    if len(os.fsencode(socket)) > 100:  # sun_path holds 108 bytes, and "_<port>" is appended for the guest
+        raise obj.error("socket", f"{_render(socket)} is too long for a Unix socket path")
+    if check_files and not os.path.isdir(os.path.dirname(socket) or "."):
+        raise obj.error("socket", f"the directory of {_render(socket)} does not exist")
     return {"cid": cid, "socket": socket}
 
 

@@ -148,6 +148,10 @@ class VirtioDevice:
     def resume(self) -> None:
         self.loop.resume()
 
+    def counters(self) -> dict[str, int]:
+        """What ``vm.counters`` shows for this device (Cloud Hypervisor's names); none by default."""
+        return {}
+
     def close(self) -> None:
         """Stop the device thread and release what the device holds (files, fds)."""
         self.loop.stop()

@@ -1,11 +1,11 @@
-"""What the VMM is asked to run: the :class:`~aovisor.config.VmConfig` plus the devices the configuration
-model cannot express yet.
+"""What the VMM is asked to run: the :class:`~aovisor.config.VmConfig` plus the net and vsock devices as the
+API gave them.
 
-``vm.create`` and the cold-plug calls (``vm.add-net``, ``vm.add-vsock``) may name devices aovisor does not
-implement yet (virtio-net, virtio-vsock).
-They are accepted and kept, as Cloud Hypervisor keeps them, with the file descriptors that came with them
-(TAP fds received by SCM_RIGHTS), so ``vm.info`` shows them; ``vm.boot`` then refuses, naming the device,
-instead of booting a guest silently missing its NIC or disk.
+``vm.create`` and the cold-plug calls (``vm.add-net``, ``vm.add-vsock``) describe net and vsock devices in
+Cloud Hypervisor's JSON, net ones with TAP file descriptors received by SCM_RIGHTS.  They are kept as given
+(:class:`DeviceSpec`: the JSON with CH's defaults filled in, which ``vm.info`` shows back, and the fds, which
+the definition owns and closes on ``vm.delete``) and become :class:`~aovisor.config.NetConfig` /
+:class:`~aovisor.config.VsockConfig` records in :meth:`VmDefinition.boot_config` each time the VM is built.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from aovisor.errors import ConfigError
-
 if TYPE_CHECKING:
-    from aovisor.config import VmConfig
+    from aovisor.config import NetConfig, VmConfig, VsockConfig
 
 
 @dataclass(frozen=True)
@@ -35,21 +33,33 @@ class DeviceSpec:
         value = self.json.get("id")
         return value if isinstance(value, str) else None
 
-    def describe(self, index: int) -> str:
-        return f"{self.kind}[{index}]" + (f" (id {self.id!r})" if self.id else "")
+    def net_config(self) -> NetConfig:
+        from aovisor.config import NetConfig
+
+        j = self.json
+        by_fd = bool(self.fds)  # as CH: a TAP passed by fd is used as it is, its addresses untouched
+        return NetConfig(
+            tap=j.get("tap"),
+            fds=self.fds,
+            mac=j["mac"],
+            ip=None if by_fd else j["ip"],
+            mask=None if by_fd else j["mask"],
+            id=self.id,
+            offload_csum=j["offload_csum"],
+            offload_tso=j["offload_tso"] and j["offload_csum"],
+        )
+
+    def vsock_config(self) -> VsockConfig:
+        from pathlib import Path
+
+        from aovisor.config import VsockConfig
+
+        return VsockConfig(cid=self.json["cid"], socket=Path(self.json["socket"]), id=self.id)
 
     def close_fds(self) -> None:
         for fd in self.fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-# What each kept device kind is, for the boot-time refusal.
-DEVICE_KINDS = {"net": "virtio-net devices", "vsock": "virtio-vsock devices"}
-
-
-class UnsupportedDeviceError(ConfigError):
-    """The definition names a device kind aovisor cannot create yet (``vm.boot`` is refused: 400)."""
 
 
 @dataclass(frozen=True)
@@ -63,16 +73,16 @@ class VmDefinition:
     def with_device(self, device: DeviceSpec) -> VmDefinition:
         return replace(self, devices=(*self.devices, device))
 
-    def check_bootable(self) -> None:
-        """Raise :class:`UnsupportedDeviceError` naming the first device that cannot be created."""
-        for kind, what in DEVICE_KINDS.items():
-            kept = self.of_kind(kind)
-            if kept:
-                names = ", ".join(d.describe(i) for i, d in enumerate(kept))
-                raise UnsupportedDeviceError(
-                    f"{names}: {what} are not yet implemented in aovisor; the configuration is kept "
-                    "(see vm.info) but the VM cannot boot with it (vm.delete, then vm.create without it)"
-                )
+    def boot_config(self) -> VmConfig:
+        """The configuration the VM is built from: :attr:`config` with the kept devices added."""
+        nets = tuple(d.net_config() for d in self.of_kind("net"))
+        vsocks = [d.vsock_config() for d in self.of_kind("vsock")]
+        config = self.config
+        if nets:
+            config = replace(config, nets=(*config.nets, *nets))
+        if vsocks:
+            config = replace(config, vsock=vsocks[0])
+        return config
 
     def close(self) -> None:
         for device in self.devices:

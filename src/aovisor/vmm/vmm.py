@@ -147,14 +147,12 @@ class Vmm:
     def create(self, definition: VmDefinition) -> None:
         if self.lifecycle.state is not None:
             raise VmAlreadyCreatedError(self.lifecycle.state)
-        definition.config.validate()
+        definition.boot_config().validate()
         self.definition = definition
         self.lifecycle.state = VmState.CREATED
 
     def boot(self) -> None:
         self.lifecycle.check("boot")
-        assert self.definition is not None
-        self.definition.check_bootable()
         self.events.emit("vm", "booting")
         self._start_vm()
         self.lifecycle.state = VmState.RUNNING
@@ -277,7 +275,7 @@ class Vmm:
             counters = getattr(device, "counters", None)
             if callable(counters):
                 values = counters()
-                if isinstance(values, dict):
+                if isinstance(values, dict) and values:
                     result.setdefault(name, {}).update({str(k): int(v) for k, v in values.items()})
         return result
 
@@ -286,7 +284,7 @@ class Vmm:
         from aovisor.vmm.builder import build_vm
 
         assert self.definition is not None
-        config = self.definition.config
+        config = self.definition.boot_config()
         hypervisor = self._open_hypervisor(config)
         serial = self._serial_endpoint(config)
         vm = build_vm(config, hypervisor, serial)

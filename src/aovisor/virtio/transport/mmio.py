@@ -291,6 +291,9 @@ class VirtioMmioDevice:
             self.interrupt_status |= bit
         os.eventfd_write(self.irq_fd, 1)
 
+    def counters(self) -> dict[str, int]:
+        return self.device.counters()
+
     def close(self) -> None:
         self.device.close()
         for fd in (*self.kick_fds, self.irq_fd):

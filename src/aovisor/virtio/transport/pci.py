@@ -484,6 +484,9 @@ class VirtioPciDevice(ConfigSpace):
             self.msix.trigger(self.config_vector)
 
     # --- Teardown ------------------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        return self.device.counters()
+
     def close(self) -> None:
         self.device.close()
         for fd in (*self.kick_fds, *self.irq_fds):

@@ -11,10 +11,12 @@ from aovisor.image.tools import run_tool
 from lab.errors import LabBuildError
 from lab.ext4 import make_ext4, tree_bytes
 
-# Beyond debootstrap's minbase. python3 (not just python3-minimal): the VMM needs ctypes.
-# python3-pyelftools: the VMM's one third-party dependency. qemu-system-x86: the L2-side reference VMM.
+# Beyond debootstrap's minbase. python3 (not just python3-minimal): the VMM needs ctypes.  python3-h11:
+# the REST API's HTTP/1.1 (the VMM's one runtime dependency).  python3-pyelftools: for the tests' ELF
+# cross-checks.  qemu-system-x86: the L2-side reference VMM.
 ROOT_PACKAGES = (
     "python3",
+    "python3-h11",
     "python3-pyelftools",
     "kmod",
     "e2fsprogs",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ import pytest
 
 if TYPE_CHECKING:
     from aovisor.image.builder import GuestImage
+    from netns import NetNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 GUEST_BUILD_DIR = REPO / "build" / "guests"
@@ -48,6 +49,18 @@ def bzimage_guest() -> Path:
     from guests.build import build_bzimage_guest
 
     return build_bzimage_guest(GUEST_BUILD_DIR)
+
+
+@pytest.fixture
+def netns() -> Iterator[NetNamespace]:
+    """A network namespace of the test's own (deleted afterwards), for TAPs that never touch the host's."""
+    from netns import NetNamespace
+
+    ns = NetNamespace()
+    try:
+        yield ns
+    finally:
+        ns.close()
 
 
 def selected_backends() -> list[str]:

@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,15 +47,6 @@ def _fds_of(pid: int) -> set[str]:
         with contextlib.suppress(OSError):
             targets.add(os.readlink(entry))
     return targets
-
-
-@pytest.fixture
-def netns() -> Iterator[NetNamespace]:
-    ns = NetNamespace()
-    try:
-        yield ns
-    finally:
-        ns.close()
 
 
 def test_kata_like_sequence(api_vmm: ApiVmm, guest: Callable[[str], Path], netns: NetNamespace) -> None:

@@ -23,15 +23,6 @@ HOST_IP, GUEST_IP = "10.77.0.1", "10.77.0.2"
 GUEST_MAC = "52:54:00:aa:bb:01"
 
 
-@pytest.fixture
-def netns() -> Iterator[NetNamespace]:
-    ns = NetNamespace()
-    try:
-        yield ns
-    finally:
-        ns.close()
-
-
 def start(ns: NetNamespace, hypervisor: str, guest: Guest, cmdline: str, net: str = "") -> GuestRun:
     run = GuestRun(
         ns,

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from lab.vmm_runs import (
     GUEST_CMDLINE,
+    INITRAMFS,
+    L2_EXTRA,
     VmmRun,
     VmmRunResult,
     VmmRunsResult,
@@ -23,7 +25,12 @@ from lab.vmm_runs import (
 )
 
 from aovisor.image.builder import GuestImage
-from aovisor.image.init_script import EXIT_MARKER, READY_MARKER, command_line_parameter
+from aovisor.image.init_script import (
+    EXIT_MARKER,
+    POWER_BUTTON_MARKER,
+    READY_MARKER,
+    command_line_parameter,
+)
 from lab import LabArtifacts
 
 pytestmark = pytest.mark.lab
@@ -53,16 +60,44 @@ EXPECTED_UNHANDLED_PORTS = {*range(0x2F8, 0x300), *range(0x3E8, 0x3F0), *range(0
 _UNHANDLED = re.compile(r"(pio|mmio): unhandled (read|write) (0x[0-9a-f]+)/(\d)")
 
 
-def _boot(name: str, kernel: str, command: str, *, cpus: int = 1, verbose: bool = False) -> VmmRun:
+def _boot(
+    name: str,
+    kernel: str,
+    command: str,
+    *,
+    cpus: int = 1,
+    verbose: bool = False,
+    options: tuple[str, ...] = (),
+) -> VmmRun:
     cmdline = f"{GUEST_CMDLINE} {command_line_parameter(command)}"
-    return VmmRun(name, aovisor_boot(kernel, cmdline, cpus=cpus, options=("-vv",) if verbose else ()))
+    options = (*options, "-vv") if verbose else options
+    return VmmRun(name, aovisor_boot(kernel, cmdline, cpus=cpus, options=options))
 
+
+def _api_driven(name: str, actions: str) -> VmmRun:
+    """aovisor with --api-socket booting a guest that waits; ``actions`` (API endpoints, PUT in order) are
+    sent each time the guest says it is ready (tests/lab/l2_api_driver.py)."""
+    socket = f"/tmp/{name}.sock"
+    cmdline = f"{GUEST_CMDLINE} {command_line_parameter('echo guest: waiting; sleep 600')}"
+    argv = aovisor_boot("vmlinuz", cmdline, options=("--api-socket", f"path={socket}"))
+    driver = ("python3", "/work/tests/lab/l2_api_driver.py", socket, READY_MARKER, actions, "--")
+    return VmmRun(name, [*driver, *argv])
+
+
+# The initramfs itself serves as a read-only disk: its first bytes are the newc magic "070701".
+MMIO_OPTIONS = ("--virtio-transport", "mmio", "--disk", f"path={L2_EXTRA}/{INITRAMFS},readonly=on")
+MMIO_REPORT = (
+    "echo disk-magic: $(head -c 6 /dev/vda); echo rng: $(cat /sys/class/misc/hw_random/rng_current); "
+    "echo mmio-devices: $(ls /sys/bus/platform/drivers/virtio-mmio | grep -c LNRO0005)"
+)
 
 RUNS = (
     _boot("bzimage-1cpu", "vmlinuz", f"{REPORT}; {DMESG}", verbose=True),
     _boot("bzimage-4cpus", "vmlinuz", REPORT, cpus=4),
     _boot("pvh-1cpu", "vmlinux", REPORT, verbose=True),
     _boot("reboot", "vmlinuz", f"{REPORT}; {REBOOT_ONCE}"),
+    _api_driven("api-reboot-then-power-button", "vm.reboot,vm.power-button"),
+    _boot("virtio-mmio", "vmlinuz", MMIO_REPORT, options=MMIO_OPTIONS),
 )
 
 
@@ -162,3 +197,31 @@ def test_linux_touches_no_unexpected_unhandled_port_or_mmio(boots: VmmRunsResult
         - {f"pio {kind} {port:#x}" for port in EXPECTED_UNHANDLED_PORTS for kind in ("read", "write")}
     )
     assert unexpected == [], run.describe()
+
+
+def test_api_reboot_boots_again_and_the_power_button_powers_linux_off(boots: VmmRunsResult) -> None:
+    """vm.reboot (REST API) restarts the running guest; vm.power-button then makes Linux power off."""
+    run = _run(boots, "api-reboot-then-power-button")
+    context = run.describe()
+    assert not run.timed_out, context
+    assert len(run.times(READY_MARKER)) == 2, context  # booted, then booted again after vm.reboot
+    assert len(run.times("api: vm.reboot -> 204")) == 1, context
+    assert len(run.times("api: vm.power-button -> 204")) == 1, context
+    # The guest's acpid saw KEY_POWER from the ACPI button driver and powered off (ACPI S5).
+    assert len(run.times(POWER_BUTTON_MARKER)) == 1, context
+    assert run.times(EXIT_MARKER) == [], context  # not by its command ending: that sleeps
+    assert run.times("api: aovisor exit status 0") and run.status == 0, context
+    (reboot,) = run.times("api: vm.reboot -> 204")
+    (second_boot,) = run.times(READY_MARKER)[1:]
+    (pressed,) = run.times("api: vm.power-button -> 204")
+    (powered_off,) = run.times(POWER_BUTTON_MARKER)
+    assert reboot < second_boot < pressed < powered_off, context
+
+
+def test_linux_drives_virtio_devices_over_the_mmio_transport(boots: VmmRunsResult) -> None:
+    """--virtio-transport mmio: Linux's virtio_mmio finds the DSDT's LNRO0005 windows; blk and rng work."""
+    run = _run(boots, "virtio-mmio")
+    _powered_off_cleanly(run)
+    assert _report(run, "disk-magic") == ["070701"], run.describe()
+    assert _report(run, "rng") == ["virtio_rng.0"], run.describe()
+    assert _report(run, "mmio-devices") == ["2"], run.describe()  # the disk and the rng

@@ -19,6 +19,8 @@ from aovisor.image.init_script import (
     COMMAND_PARAMETER,
     EXIT_MARKER,
     INIT_SCRIPT,
+    POWER_BUTTON_HANDLER,
+    POWER_BUTTON_SCRIPT,
     READY_MARKER,
     command_line_parameter,
 )
@@ -172,6 +174,10 @@ def test_init_is_valid_busybox_sh_and_prints_the_markers(tmp_path: Path) -> None
     assert f"echo {READY_MARKER}" in INIT_SCRIPT
     assert f'echo "{EXIT_MARKER} $?"' in INIT_SCRIPT
     assert INIT_SCRIPT.rstrip().endswith("poweroff -f")
+    handler = tmp_path / "power-button"
+    handler.write_text(POWER_BUTTON_SCRIPT)
+    subprocess.run(["busybox", "sh", "-n", str(handler)], check=True)
+    assert "acpid -c /etc/acpi" in INIT_SCRIPT and POWER_BUTTON_HANDLER.startswith("etc/acpi/")
 
 
 def test_initramfs_holds_init_busybox_and_the_modules_in_load_order(tmp_path: Path) -> None:
@@ -182,6 +188,8 @@ def test_initramfs_holds_init_busybox_and_the_modules_in_load_order(tmp_path: Pa
     entries = {entry.name: entry for entry in read_newc(path.read_bytes())}
     assert entries["init"].data.decode() == INIT_SCRIPT and entries["init"].mode & 0o111
     assert entries["bin/busybox"].data == b"\x7fELF-busybox"
+    handler = entries[POWER_BUTTON_HANDLER]  # what acpid runs on the power button
+    assert handler.data.decode() == POWER_BUTTON_SCRIPT and handler.mode & 0o111
     assert entries["dev/console"].rdev == (5, 1)
     assert entries["lib/modules/net_failover.ko"].data == b"\x7fELF2"
     assert entries["lib/modules/load"].data == b"failover\nnet_failover\n"

@@ -30,15 +30,19 @@ from aovisor.image.initramfs import write_guest_initramfs
 from aovisor.image.vmlinux import extract_vmlinux_file
 
 # Loaded by /init in this order (each after its dependencies, which the build adds): the drivers of the
-# virtio devices a VMM gives a guest, and /dev/nvram (CMOS RAM, which survives a guest reboot).  A module
-# the kernel builds in is not in the package and is skipped.
+# virtio devices a VMM gives a guest (virtio_mmio finds the virtio-mmio windows the DSDT describes),
+# /dev/nvram (CMOS RAM, which survives a guest reboot), and the ACPI power button with the evdev nodes
+# acpid reads it from.  A module the kernel builds in is not in the package and is skipped.
 GUEST_MODULES = (
+    "virtio_mmio",
     "virtio_blk",
     "virtio_net",
     "vsock",
     "vmw_vsock_virtio_transport",
     "virtio_rng",
     "nvram",
+    "evdev",
+    "button",
 )
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _SOURCES = (

@@ -13,6 +13,10 @@ EXIT_MARKER = "AOVISOR-GUEST-EXIT"  # followed by the command's exit status
 COMMAND_PARAMETER = "aovisor_cmd"
 MODULES_DIR = "lib/modules"
 MODULE_LIST = f"{MODULES_DIR}/load"  # module names in load order, one a line
+POWER_BUTTON_MARKER = "AOVISOR-GUEST-POWER-BUTTON"
+# busybox acpid turns the power button's KEY_POWER (from /dev/input/event*) into the action "PWRF/00000080"
+# and runs the file of that name under its config directory (busybox util-linux/acpid.c).
+POWER_BUTTON_HANDLER = "etc/acpi/PWRF/00000080"
 
 
 def command_line_parameter(command: str) -> str:
@@ -40,6 +44,8 @@ while read -r module; do
     insmod "/{MODULES_DIR}/$module.ko" || echo "aovisor-guest: insmod $module failed"
 done </{MODULE_LIST}
 
+# The ACPI power button (vm.power-button) powers the guest off, as systemd-logind or acpid would.
+acpid -c /etc/acpi -l /dev/null 2>/dev/null || echo "aovisor-guest: acpid did not start"
 echo {READY_MARKER}
 if [ -n "${{{COMMAND_PARAMETER}+set}}" ]; then
     command=${COMMAND_PARAMETER}
@@ -58,5 +64,13 @@ else
         sh -l
     fi
 fi
+poweroff -f
+"""
+
+POWER_BUTTON_SCRIPT = f"""#!/bin/sh
+# Run by acpid when the power button is pressed: power off (init is a shell, not an init that a signal
+# could ask to shut down, so write the file systems back and power off directly).
+echo {POWER_BUTTON_MARKER} >/dev/console
+sync
 poweroff -f
 """

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from aovisor.image.cpio import CpioWriter
-from aovisor.image.init_script import INIT_SCRIPT, MODULE_LIST, MODULES_DIR
+from aovisor.image.init_script import (
+    INIT_SCRIPT,
+    MODULE_LIST,
+    MODULES_DIR,
+    POWER_BUTTON_HANDLER,
+    POWER_BUTTON_SCRIPT,
+)
 from aovisor.image.modules import KernelModule
 
 _DIRECTORIES = ("bin", "dev", "proc", "sys", "tmp", "root", "lib", MODULES_DIR)
+_DIRECTORIES += tuple(str(p) for p in reversed(PurePath(POWER_BUTTON_HANDLER).parents) if str(p) != ".")
 # The kernel opens /dev/console for init's stdin/stdout before anything is mounted: it must be in the archive.
 _CONSOLE = ("dev/console", 5, 1)
 
@@ -23,6 +30,7 @@ def write_guest_initramfs(path: Path, *, busybox: bytes, modules: list[KernelMod
         cpio.file("bin/busybox", busybox, 0o755)
         cpio.symlink("bin/sh", "busybox")
         cpio.file("init", INIT_SCRIPT.encode(), 0o755)
+        cpio.file(POWER_BUTTON_HANDLER, POWER_BUTTON_SCRIPT.encode(), 0o755)
         for module in modules:
             cpio.file(f"{MODULES_DIR}/{module.name}.ko", module.image)
         cpio.file(MODULE_LIST, "".join(f"{module.name}\n" for module in modules).encode())

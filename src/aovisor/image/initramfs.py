@@ -14,8 +14,10 @@ from aovisor.image.init_script import (
 )
 from aovisor.image.modules import KernelModule
 
-_DIRECTORIES = ("bin", "dev", "proc", "sys", "tmp", "root", "lib", MODULES_DIR)
-_DIRECTORIES += tuple(str(p) for p in reversed(PurePath(POWER_BUTTON_HANDLER).parents) if str(p) != ".")
+_HANDLER_DIRECTORIES = tuple(
+    str(p) for p in reversed(PurePath(POWER_BUTTON_HANDLER).parents) if str(p) != "."
+)
+_DIRECTORIES = ("bin", "dev", "proc", "sys", "tmp", "root", "lib", MODULES_DIR, *_HANDLER_DIRECTORIES)
 # The kernel opens /dev/console for init's stdin/stdout before anything is mounted: it must be in the archive.
 _CONSOLE = ("dev/console", 5, 1)
 

@@ -64,6 +64,7 @@ _RUNTIME_SOURCES = (
     "runtime/power.c",
     "runtime/trap.c",
     "runtime/acpi.c",
+    "runtime/tsc.c",
 )
 _PVH_ENTRY_SOURCES = ("runtime/pvh.S", "runtime/pvh_entry.c")
 _BZIMAGE_SOURCES = ("bzimage/setup.S", "bzimage/head.S", "bzimage/main.c")

@@ -24,6 +24,7 @@
 #include "runtime.h"
 #include "virtio.h"
 
+#define WHO "virtio-blk"
 #define IRQ_VECTOR 0x50
 #define QUEUE_SIZE 128
 #define MAX_QD 32
@@ -41,7 +42,7 @@ struct blk_header {
     uint64_t sector;
 };
 
-static uint8_t queue_mem[3 * 4096] __attribute__((aligned(4096)));
+static uint8_t queue_mem[VIRTQ_MEMORY(QUEUE_SIZE)] __attribute__((aligned(4096)));
 static uint8_t buf[BUF_SIZE] __attribute__((aligned(4096)));
 static struct blk_header headers[MAX_QD];
 static volatile uint8_t statuses[MAX_QD];
@@ -68,11 +69,7 @@ static void ioapic_route(unsigned pin, unsigned vector, unsigned dest_apic_id, b
     mmio_write32(ioapic + 0x10, vector | (masked ? 0x10000u : 0));
 }
 
-NORETURN static void fail(const char *what)
-{
-    printf("virtio-blk: FAILED: %s (status 0x%x)\n", what, dev.common ? virtio_status(&dev) : 0);
-    poweroff();
-}
+NORETURN static void fail(const char *what) { virtio_fail(&dev, WHO, "%s", what); }
 
 /* Slot i uses descriptors 3i (header), 3i+1 (data), 3i+2 (status). */
 static void submit(unsigned slot, uint32_t type, uint64_t sector, void *data, uint32_t len)
@@ -93,11 +90,8 @@ static void submit(unsigned slot, uint32_t type, uint64_t sector, void *data, ui
 static unsigned wait_used(void)
 {
     uint32_t id, len;
-    for (uint64_t spins = 0; !virtq_get_used(&vq, &id, &len); spins++) {
-        if (spins > 4000000000ull)
-            fail("no completion");
-        cpu_relax();
-    }
+    if (!virtq_wait_used(&vq, &id, &len, VIRTQ_WAIT_LONG, NULL))
+        fail("no completion");
     if (id % 3 || id / 3 >= MAX_QD)
         fail("bad used id");
     return id / 3;
@@ -119,21 +113,6 @@ static uint64_t fnv1a(const uint8_t *p, size_t n, uint64_t h)
 }
 
 static uint8_t pattern(uint64_t i, uint64_t seed) { return (uint8_t)(i * 13 + (i >> 9) * 7 + seed); }
-
-/* TSC ticks per millisecond, measured against 50 ms of PIT channel 2 (its gate is port 0x61 bit 0). */
-static uint64_t tsc_per_ms(void)
-{
-    const uint16_t count = 59659; /* 1193182 Hz * 50 ms */
-    outb(0x61, (inb(0x61) & ~0x02) | 0x01);
-    outb(0x43, 0xB0); /* channel 2, lobyte/hibyte, mode 0 */
-    outb(0x42, count & 0xFF);
-    outb(0x42, count >> 8);
-    uint64_t start = rdtsc();
-    for (uint64_t spins = 0; !(inb(0x61) & 0x20); spins++)
-        if (spins > 100000000ull)
-            return 0;
-    return (rdtsc() - start) / 50;
-}
 
 static void do_read(uint64_t start, uint64_t sectors)
 {
@@ -220,21 +199,15 @@ static void do_bench(uint64_t capacity)
 
 static void user_main(void)
 {
-    if (virtio_find(&dev, VIRTIO_ID_BLOCK) != 0)
-        fail("no virtio-blk device");
+    uint64_t wanted = VIRTIO_F_VERSION_1 | (cmdline_value_is("event_idx=", "0") ? 0 : VIRTIO_F_EVENT_IDX);
+    virtio_setup(&dev, WHO, VIRTIO_ID_BLOCK, wanted, (struct virtq *[]){&vq}, 1, QUEUE_SIZE, queue_mem, 0);
     if (!dev.device_cfg || (!dev.mmio && dev.msix_vectors < 1))
         fail("virtio capabilities");
-    uint64_t wanted = VIRTIO_F_VERSION_1 | (cmdline_value_is("event_idx=", "0") ? 0 : VIRTIO_F_EVENT_IDX);
-    if (virtio_negotiate(&dev, wanted) != 0)
-        fail("feature negotiation");
-    if (virtq_memory_size(QUEUE_SIZE) > sizeof(queue_mem) || virtq_init(&dev, &vq, 0, queue_mem, QUEUE_SIZE, 0) != 0)
-        fail("queue setup");
     virtio_msix_set(&dev, 0, LAPIC_BASE | (uint64_t)lapic_id() << 12, IRQ_VECTOR, false);
     virtio_msix_enable(&dev);
     if (dev.mmio) /* virtio-mmio: the wired interrupt the DSDT names, edge-triggered, to this CPU */
         ioapic_route(dev.mmio_gsi, IRQ_VECTOR, lapic_id(), false);
-    virtio_driver_ok(&dev);
-    if (!(virtio_status(&dev) & VIRTIO_STATUS_DRIVER_OK) || (virtio_status(&dev) & VIRTIO_STATUS_NEEDS_RESET))
+    if (virtio_driver_ok(&dev) != 0)
         fail("DRIVER_OK");
     uint64_t capacity = virtio_config_read64(&dev, 0);
     printf("virtio-blk: capacity %lu sectors\n", capacity);

@@ -14,7 +14,7 @@
 #include "runtime.h"
 #include "virtio.h"
 
-#define VIRTIO_ID_CONSOLE 3
+#define WHO "virtio-console"
 #define VIRTIO_CONSOLE_F_SIZE (1ull << 0)
 #define VIRTIO_CONSOLE_F_EMERG_WRITE (1ull << 2)
 #define RXQ 0
@@ -22,8 +22,7 @@
 #define QUEUE_SIZE 16
 #define BUF 256
 
-static uint8_t rx_mem[3 * 4096] __attribute__((aligned(4096)));
-static uint8_t tx_mem[3 * 4096] __attribute__((aligned(4096)));
+static uint8_t queue_mem[2][VIRTQ_MEMORY(QUEUE_SIZE)] __attribute__((aligned(4096)));
 static uint8_t rx_bufs[QUEUE_SIZE][BUF];
 static uint8_t tx_buf[BUF];
 static uint8_t bad_buf[BUF];
@@ -31,34 +30,12 @@ static struct virtio_dev dev;
 static struct virtq rxq, txq;
 static uint64_t ms_ticks;
 
-NORETURN static void fail(const char *what)
-{
-    printf("virtio-console: FAILED: %s (status 0x%x)\n", what, dev.common ? virtio_status(&dev) : 0);
-    poweroff();
-}
-
-static uint64_t tsc_per_ms(void)
-{
-    const uint16_t count = 59659; /* 50 ms of PIT channel 2 */
-    outb(0x61, (inb(0x61) & ~0x02) | 0x01);
-    outb(0x43, 0xB0);
-    outb(0x42, count & 0xFF);
-    outb(0x42, count >> 8);
-    uint64_t start = rdtsc();
-    for (uint64_t spins = 0; !(inb(0x61) & 0x20); spins++)
-        if (spins > 100000000ull)
-            return 0;
-    return (rdtsc() - start) / 50;
-}
+NORETURN static void fail(const char *what) { virtio_fail(&dev, WHO, "%s", what); }
 
 static void wait_used(struct virtq *q, uint32_t *id, uint32_t *len)
 {
-    uint64_t limit = cmdline_get_u64("timeout_ms=", 20000) * ms_ticks, t0 = rdtsc();
-    while (!virtq_get_used(q, id, len)) {
-        if (rdtsc() - t0 > limit)
-            fail("timeout");
-        cpu_relax();
-    }
+    if (!virtq_wait_used(q, id, len, cmdline_get_u64("timeout_ms=", 20000) * ms_ticks, NULL))
+        fail("timeout");
 }
 
 /* Write `len` bytes on the console and wait until the device has taken them. */
@@ -67,8 +44,7 @@ static void console_write(const void *data, uint32_t len)
     if (len > BUF)
         fail("write too long");
     memcpy(tx_buf, data, len);
-    txq.desc[0] = (struct virtq_desc){(uintptr_t)tx_buf, len, 0, 0};
-    virtq_publish(&txq, 0);
+    virtq_add_buffer(&txq, 0, tx_buf, len, 0);
     virtq_kick(&txq);
     uint32_t id, used;
     wait_used(&txq, &id, &used);
@@ -105,28 +81,20 @@ static size_t format_line(char *out, uint64_t i, uint64_t n)
 static void user_main(void)
 {
     ms_ticks = tsc_per_ms();
-    if (virtio_find(&dev, VIRTIO_ID_CONSOLE) != 0)
-        fail("no virtio-console device");
+    uint64_t wanted = VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_CONSOLE_F_SIZE | VIRTIO_CONSOLE_F_EMERG_WRITE;
+    virtio_setup(&dev, WHO, VIRTIO_ID_CONSOLE, wanted, (struct virtq *[]){[RXQ] = &rxq, [TXQ] = &txq}, 2, QUEUE_SIZE,
+                 queue_mem, VIRTIO_MSI_NO_VECTOR);
     if (!dev.device_cfg)
         fail("virtio capabilities");
-    if (virtio_negotiate(&dev, VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_CONSOLE_F_SIZE |
-                                   VIRTIO_CONSOLE_F_EMERG_WRITE) != 0)
-        fail("feature negotiation");
-    if (virtq_init(&dev, &rxq, RXQ, rx_mem, QUEUE_SIZE, VIRTIO_MSI_NO_VECTOR) != 0 ||
-        virtq_init(&dev, &txq, TXQ, tx_mem, QUEUE_SIZE, VIRTIO_MSI_NO_VECTOR) != 0)
-        fail("queue setup");
     bool hostile = cmdline_value_is("hostile=", "1");
     uint16_t first_rx = 0;
     if (hostile) { /* first in the receive ring: a buffer the device may only read */
         memset(bad_buf, 0xA5, BUF);
-        rxq.desc[QUEUE_SIZE - 1] = (struct virtq_desc){(uintptr_t)bad_buf, BUF, 0, 0};
-        virtq_publish(&rxq, QUEUE_SIZE - 1);
+        virtq_add_buffer(&rxq, QUEUE_SIZE - 1, bad_buf, BUF, 0);
         first_rx = 1;
     }
-    for (uint16_t i = 0; i < QUEUE_SIZE - first_rx; i++) {
-        rxq.desc[i] = (struct virtq_desc){(uintptr_t)rx_bufs[i], BUF, VIRTQ_DESC_F_WRITE, 0};
-        virtq_publish(&rxq, i);
-    }
+    for (uint16_t i = 0; i < QUEUE_SIZE - first_rx; i++)
+        virtq_add_buffer(&rxq, i, rx_bufs[i], BUF, VIRTQ_DESC_F_WRITE);
     virtio_driver_ok(&dev);
     virtq_kick(&rxq);
     printf("virtio-console: size %ux%u features 0x%lx\n", virtio_config_read8(&dev, 0) | virtio_config_read8(&dev, 1) << 8,

@@ -32,7 +32,7 @@
 #include "runtime.h"
 #include "virtio.h"
 
-#define VIRTIO_ID_NET 1
+#define WHO "virtio-net"
 #define VIRTIO_NET_F_CSUM (1ull << 0)
 #define VIRTIO_NET_F_GUEST_CSUM (1ull << 1)
 #define VIRTIO_NET_F_MAC (1ull << 5)
@@ -64,8 +64,7 @@ struct net_hdr {
     uint16_t num_buffers;
 } __attribute__((packed));
 
-static uint8_t rx_mem[2 * 4096 + 4096 * 3] __attribute__((aligned(4096)));
-static uint8_t tx_mem[2 * 4096 + 4096 * 3] __attribute__((aligned(4096)));
+static uint8_t queue_mem[2][VIRTQ_MEMORY(QUEUE_SIZE)] __attribute__((aligned(4096)));
 static uint8_t rx_bufs[RX_BUFFERS][MAX_RXBUF] __attribute__((aligned(4096)));
 static uint8_t tx_bufs[TX_SLOTS][TX_SLOT_SIZE] __attribute__((aligned(4096)));
 static uint8_t frame[MAX_FRAME]; /* a received frame, reassembled, header included */
@@ -79,32 +78,13 @@ static bool tx_busy[TX_SLOTS];
 static uint64_t rx_frames, tx_frames, ms_ticks;
 static bool use_csum;
 
-NORETURN static void fail(const char *what)
-{
-    printf("virtio-net: FAILED: %s (status 0x%x)\n", what, dev.common ? virtio_status(&dev) : 0);
-    poweroff();
-}
+NORETURN static void fail(const char *what) { virtio_fail(&dev, WHO, "%s", what); }
 
 static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static void put_be16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)(v >> 8);
     p[1] = (uint8_t)v;
-}
-
-/* TSC ticks per millisecond, measured against 50 ms of PIT channel 2 (its gate is port 0x61 bit 0). */
-static uint64_t tsc_per_ms(void)
-{
-    const uint16_t count = 59659; /* 1193182 Hz * 50 ms */
-    outb(0x61, (inb(0x61) & ~0x02) | 0x01);
-    outb(0x43, 0xB0);
-    outb(0x42, count & 0xFF);
-    outb(0x42, count >> 8);
-    uint64_t start = rdtsc();
-    for (uint64_t spins = 0; !(inb(0x61) & 0x20); spins++)
-        if (spins > 100000000ull)
-            return 0;
-    return (rdtsc() - start) / 50;
 }
 
 static void parse_ip(void)
@@ -129,20 +109,15 @@ static void parse_ip(void)
 /* --- Receive ------------------------------------------------------------------------------------------- */
 static void rx_post(uint16_t index, uint16_t flags, uint32_t len)
 {
-    rxq.desc[index] = (struct virtq_desc){(uintptr_t)rx_bufs[index], len, flags, 0};
-    virtq_publish(&rxq, index);
+    virtq_add_buffer(&rxq, index, rx_bufs[index], len, flags);
 }
 
 /* Next used receive buffer (id, len), waiting up to the timeout. */
 static void rx_wait(uint32_t *id, uint32_t *len)
 {
-    uint64_t limit = cmdline_get_u64("timeout_ms=", 20000) * ms_ticks, t0 = rdtsc();
-    while (!virtq_get_used(&rxq, id, len)) {
-        if (rdtsc() - t0 > limit) {
-            printf("virtio-net: timeout: rx %lu frames, tx %lu frames\n", rx_frames, tx_frames);
-            poweroff();
-        }
-        cpu_relax();
+    if (!virtq_wait_used(&rxq, id, len, cmdline_get_u64("timeout_ms=", 20000) * ms_ticks, NULL)) {
+        printf("virtio-net: timeout: rx %lu frames, tx %lu frames\n", rx_frames, tx_frames);
+        poweroff();
     }
     if (*id >= RX_BUFFERS)
         fail("bad used id on the receive queue");
@@ -208,10 +183,9 @@ static uint8_t *tx_slot(unsigned *slot)
 /* Publish slot `slot` with `len` bytes (header included) as one descriptor of `flags`. */
 static void tx_queue(unsigned slot, uint32_t len, uint16_t flags)
 {
-    txq.desc[slot] = (struct virtq_desc){(uintptr_t)tx_bufs[slot], len, flags, 0};
     tx_busy[slot] = true;
     tx_free--;
-    virtq_publish(&txq, (uint16_t)slot);
+    virtq_add_buffer(&txq, (uint16_t)slot, tx_bufs[slot], len, flags);
     tx_frames++;
 }
 
@@ -498,12 +472,9 @@ static void hostile(void)
     uint64_t limit = cmdline_get_u64("timeout_ms=", 20000) * ms_ticks, t0 = rdtsc();
     while (!seen_readable || !seen_short || !seen_frame) {
         uint32_t id, len;
-        if (!virtq_get_used(&rxq, &id, &len)) {
-            if (rdtsc() - t0 > limit)
-                fail("no frame, or the bad receive buffers never came back");
-            cpu_relax();
-            continue;
-        }
+        uint64_t spent = rdtsc() - t0; /* one deadline for all of them */
+        if (!virtq_wait_used(&rxq, &id, &len, spent < limit ? limit - spent : 0, NULL))
+            fail("no frame, or the bad receive buffers never came back");
         if (id == RX_BUFFERS - 1) {
             bool untouched = true;
             for (unsigned i = 0; i < 256; i++)
@@ -565,10 +536,6 @@ static void user_main(void)
     rxbuf_size = (uint32_t)cmdline_get_u64("rxbuf=", 2048);
     if (rxbuf_size < 16 || rxbuf_size > MAX_RXBUF)
         fail("rxbuf= must be 16-4096");
-    if (virtio_find(&dev, VIRTIO_ID_NET) != 0)
-        fail("no virtio-net device");
-    if (!dev.device_cfg)
-        fail("virtio capabilities");
     uint64_t wanted = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC;
     if (!cmdline_value_is("event_idx=", "0"))
         wanted |= VIRTIO_F_EVENT_IDX;
@@ -576,13 +543,11 @@ static void user_main(void)
         wanted |= VIRTIO_NET_F_MRG_RXBUF;
     if (!cmdline_value_is("csum=", "0"))
         wanted |= VIRTIO_NET_F_CSUM | VIRTIO_NET_F_GUEST_CSUM;
-    if (virtio_negotiate(&dev, wanted) != 0)
-        fail("feature negotiation");
+    virtio_setup(&dev, WHO, VIRTIO_ID_NET, wanted, (struct virtq *[]){[RXQ] = &rxq, [TXQ] = &txq}, 2, QUEUE_SIZE,
+                 queue_mem, VIRTIO_MSI_NO_VECTOR);
+    if (!dev.device_cfg)
+        fail("virtio capabilities");
     use_csum = (dev.features & VIRTIO_NET_F_CSUM) != 0;
-    if (virtq_memory_size(QUEUE_SIZE) > sizeof(rx_mem) ||
-        virtq_init(&dev, &rxq, RXQ, rx_mem, QUEUE_SIZE, VIRTIO_MSI_NO_VECTOR) != 0 ||
-        virtq_init(&dev, &txq, TXQ, tx_mem, QUEUE_SIZE, VIRTIO_MSI_NO_VECTOR) != 0)
-        fail("queue setup");
     bool hostile_mode = cmdline_value_is("op=", "hostile");
     if (hostile_mode) { /* first in the ring: a buffer the device may not write, and one too short */
         memset(rx_bufs[RX_BUFFERS - 1], 0xA5, 256);
@@ -592,8 +557,7 @@ static void user_main(void)
     }
     for (uint16_t i = 0; i < RX_BUFFERS - 2; i++)
         rx_post(i, VIRTQ_DESC_F_WRITE, rxbuf_size);
-    virtio_driver_ok(&dev);
-    if (!(virtio_status(&dev) & VIRTIO_STATUS_DRIVER_OK) || (virtio_status(&dev) & VIRTIO_STATUS_NEEDS_RESET))
+    if (virtio_driver_ok(&dev) != 0)
         fail("DRIVER_OK");
     virtq_kick(&rxq);
     for (unsigned i = 0; i < 6; i++)

@@ -11,29 +11,22 @@
 #include "runtime.h"
 #include "virtio.h"
 
+#define WHO "virtio-rng"
 #define QUEUE_SIZE 16
 #define MAX_BYTES 65536
 #define CHUNK 4096
 
-static uint8_t queue_mem[3 * 4096] __attribute__((aligned(4096)));
+static uint8_t queue_mem[VIRTQ_MEMORY(QUEUE_SIZE)] __attribute__((aligned(4096)));
 static uint8_t data[MAX_BYTES] __attribute__((aligned(4096)));
 static struct virtio_dev dev;
 static struct virtq vq;
 
-NORETURN static void fail(const char *what)
-{
-    printf("virtio-rng: FAILED: %s\n", what);
-    poweroff();
-}
+NORETURN static void fail(const char *what) { virtio_fail(&dev, WHO, "%s", what); }
 
 static void user_main(void)
 {
-    if (virtio_find(&dev, VIRTIO_ID_RNG) != 0)
-        fail("no virtio-rng device");
-    if (virtio_negotiate(&dev, VIRTIO_F_VERSION_1) != 0)
-        fail("feature negotiation");
-    if (virtq_init(&dev, &vq, 0, queue_mem, QUEUE_SIZE, VIRTIO_MSI_NO_VECTOR) != 0)
-        fail("queue setup");
+    virtio_setup(&dev, WHO, VIRTIO_ID_RNG, VIRTIO_F_VERSION_1, (struct virtq *[]){&vq}, 1, QUEUE_SIZE, queue_mem,
+                 VIRTIO_MSI_NO_VECTOR);
     virtio_driver_ok(&dev);
 
     uint64_t want = cmdline_get_u64("bytes=", 4096);
@@ -42,15 +35,11 @@ static void user_main(void)
     uint64_t got = 0, requests = 0;
     while (got < want) {
         uint32_t len = want - got < CHUNK ? (uint32_t)(want - got) : CHUNK;
-        vq.desc[0] = (struct virtq_desc){(uintptr_t)(data + got), len, VIRTQ_DESC_F_WRITE, 0};
-        virtq_publish(&vq, 0);
+        virtq_add_buffer(&vq, 0, data + got, len, VIRTQ_DESC_F_WRITE);
         virtq_kick(&vq);
         uint32_t id, used;
-        for (uint64_t spins = 0; !virtq_get_used(&vq, &id, &used); spins++) {
-            if (spins > 4000000000ull)
-                fail("no completion");
-            cpu_relax();
-        }
+        if (!virtq_wait_used(&vq, &id, &used, VIRTQ_WAIT_LONG, NULL))
+            fail("no completion");
         if (id != 0 || used > len)
             fail("bad used element");
         got += used;

@@ -23,7 +23,7 @@
 #include "runtime.h"
 #include "virtio.h"
 
-#define VIRTIO_ID_VSOCK 19
+#define WHO "vsock"
 #define RXQ 0
 #define TXQ 1
 #define EVQ 2
@@ -49,9 +49,7 @@ struct vsock_hdr {
     uint32_t flags, buf_alloc, fwd_cnt;
 } __attribute__((packed));
 
-static uint8_t rx_mem[3 * 4096] __attribute__((aligned(4096)));
-static uint8_t tx_mem[3 * 4096] __attribute__((aligned(4096)));
-static uint8_t ev_mem[3 * 4096] __attribute__((aligned(4096)));
+static uint8_t queue_mem[3][VIRTQ_MEMORY(QUEUE_SIZE)] __attribute__((aligned(4096)));
 static uint8_t rx_bufs[QUEUE_SIZE][RX_BUF];
 static uint8_t tx_bufs[TX_SLOTS][TX_BUF];
 static uint8_t ev_bufs[4][8];
@@ -69,25 +67,7 @@ static uint32_t peer_buf_alloc, peer_fwd_cnt;
 static uint32_t credit, max_in_flight;
 #define PENDING_MAX 65536
 
-NORETURN static void fail(const char *what)
-{
-    printf("vsock: FAILED: %s (status 0x%x)\n", what, dev.common ? virtio_status(&dev) : 0);
-    poweroff();
-}
-
-static uint64_t tsc_per_ms(void)
-{
-    const uint16_t count = 59659; /* 50 ms of PIT channel 2 */
-    outb(0x61, (inb(0x61) & ~0x02) | 0x01);
-    outb(0x43, 0xB0);
-    outb(0x42, count & 0xFF);
-    outb(0x42, count >> 8);
-    uint64_t start = rdtsc();
-    for (uint64_t spins = 0; !(inb(0x61) & 0x20); spins++)
-        if (spins > 100000000ull)
-            return 0;
-    return (rdtsc() - start) / 50;
-}
+NORETURN static void fail(const char *what) { virtio_fail(&dev, WHO, "%s", what); }
 
 static void tx_reclaim(void)
 {
@@ -119,9 +99,8 @@ static void send_raw(const struct vsock_hdr *h, const void *data, uint32_t len, 
     memcpy(tx_bufs[s], h, HDR);
     if (len)
         memcpy(tx_bufs[s] + HDR, data, len);
-    txq.desc[s] = (struct virtq_desc){(uintptr_t)tx_bufs[s], desc_len, dflags, 0};
     tx_busy[s] = true;
-    virtq_publish(&txq, (uint16_t)s);
+    virtq_add_buffer(&txq, (uint16_t)s, tx_bufs[s], desc_len, dflags);
     virtq_kick(&txq);
 }
 
@@ -141,14 +120,9 @@ static void rx_repost(uint32_t id)
 /* The next received packet: its header (copied) and data (in the receive buffer `*id`). */
 static bool rx_packet(struct vsock_hdr *h, uint8_t **data, uint32_t *id, uint64_t timeout_ms)
 {
-    uint64_t limit = timeout_ms * ms_ticks, t0 = rdtsc();
     uint32_t len;
-    while (!virtq_get_used(&rxq, id, &len)) {
-        tx_reclaim();
-        if (rdtsc() - t0 > limit)
-            return false;
-        cpu_relax();
-    }
+    if (!virtq_wait_used(&rxq, id, &len, timeout_ms * ms_ticks, tx_reclaim))
+        return false;
     if (*id >= QUEUE_SIZE || len < HDR || len > RX_BUF)
         fail("bad used element on the receive queue");
     memcpy(h, rx_bufs[*id], HDR);
@@ -294,24 +268,15 @@ static void reset_connection(void)
 static void user_main(void)
 {
     ms_ticks = tsc_per_ms();
-    if (virtio_find(&dev, VIRTIO_ID_VSOCK) != 0)
-        fail("no virtio-vsock device");
+    virtio_setup(&dev, WHO, VIRTIO_ID_VSOCK, VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX,
+                 (struct virtq *[]){[RXQ] = &rxq, [TXQ] = &txq, [EVQ] = &evq}, 3, QUEUE_SIZE, queue_mem,
+                 VIRTIO_MSI_NO_VECTOR);
     if (!dev.device_cfg)
         fail("virtio capabilities");
-    if (virtio_negotiate(&dev, VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX) != 0)
-        fail("feature negotiation");
-    if (virtq_init(&dev, &rxq, RXQ, rx_mem, QUEUE_SIZE, VIRTIO_MSI_NO_VECTOR) != 0 ||
-        virtq_init(&dev, &txq, TXQ, tx_mem, QUEUE_SIZE, VIRTIO_MSI_NO_VECTOR) != 0 ||
-        virtq_init(&dev, &evq, EVQ, ev_mem, QUEUE_SIZE, VIRTIO_MSI_NO_VECTOR) != 0)
-        fail("queue setup");
-    for (uint16_t i = 0; i < QUEUE_SIZE; i++) {
-        rxq.desc[i] = (struct virtq_desc){(uintptr_t)rx_bufs[i], RX_BUF, VIRTQ_DESC_F_WRITE, 0};
-        virtq_publish(&rxq, i);
-    }
-    for (uint16_t i = 0; i < 4; i++) {
-        evq.desc[i] = (struct virtq_desc){(uintptr_t)ev_bufs[i], 8, VIRTQ_DESC_F_WRITE, 0};
-        virtq_publish(&evq, i);
-    }
+    for (uint16_t i = 0; i < QUEUE_SIZE; i++)
+        virtq_add_buffer(&rxq, i, rx_bufs[i], RX_BUF, VIRTQ_DESC_F_WRITE);
+    for (uint16_t i = 0; i < 4; i++)
+        virtq_add_buffer(&evq, i, ev_bufs[i], 8, VIRTQ_DESC_F_WRITE);
     virtio_driver_ok(&dev);
     virtq_kick(&rxq);
     virtq_kick(&evq);

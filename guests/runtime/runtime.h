@@ -1,6 +1,6 @@
 /*
- * The guest runtime's C API: serial output, printf, command line, power-off, CPL3 entry, traps.
- * Every guest program includes this and defines `void main(struct hvm_start_info *)` (PVH guests) or
+ * The guest runtime's C API: serial output, printf, command line, power-off, TSC calibration, CPL3 entry,
+ * traps. Every guest program includes this and defines `void main(struct hvm_start_info *)` (PVH guests) or
  * `void c_entry(uint64_t)` (the bzImage guest, which has its own entry path).
  */
 #ifndef GUEST_RUNTIME_H
@@ -37,6 +37,11 @@ bool cmdline_value_is(const char *key, const char *value);
 
 /* --- Power off: a 1-byte write of 0x34 to port 0x600, then stop (works at CPL0 and at CPL3) ------------ */
 NORETURN void poweroff(void);
+
+/* --- Time ------------------------------------------------------------------------------------------------ */
+/* TSC ticks per millisecond, measured against 50 ms of PIT channel 2 (its gate is port 0x61 bit 0); 0 if the
+ * PIT never counts down. Port I/O only, so it works at CPL3. */
+uint64_t tsc_per_ms(void);
 
 /* --- CPL3 ----------------------------------------------------------------------------------------------- */
 extern char user_stack_top[]; /* a 16 KiB stack for one CPL3 thread */

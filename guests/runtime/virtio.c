@@ -1,5 +1,7 @@
-/* The guests' virtio-pci driver; see virtio.h. */
+/* The guests' virtio driver (virtio-pci and virtio-mmio); see virtio.h. */
 #include "virtio.h"
+
+#include <stdarg.h>
 
 #include "acpi.h"
 #include "runtime.h"
@@ -49,11 +51,10 @@
 #define MMIO_MAGIC_VALUE 0x74726976 /* "virt" */
 
 #define PAGE 4096u
-#define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((size_t)(a) - 1))
 
-static size_t used_offset(uint16_t size) { return ALIGN_UP(16u * size + 6u + 2u * size, PAGE); }
+static size_t used_offset(uint16_t size) { return VIRTQ_PAGE_ALIGN(18u * size + 6u); }
 
-size_t virtq_memory_size(uint16_t size) { return used_offset(size) + ALIGN_UP(6u + 8u * size, PAGE); }
+size_t virtq_memory_size(uint16_t size) { return VIRTQ_MEMORY(size); }
 
 static void write64(uintptr_t addr, uint64_t value)
 {
@@ -259,10 +260,12 @@ int virtq_init(struct virtio_dev *dev, struct virtq *q, unsigned index, void *me
     return 0;
 }
 
-void virtio_driver_ok(struct virtio_dev *dev)
+int virtio_driver_ok(struct virtio_dev *dev)
 {
     set_status(dev, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
                         VIRTIO_STATUS_DRIVER_OK);
+    uint8_t status = virtio_status(dev);
+    return (status & VIRTIO_STATUS_DRIVER_OK) && !(status & VIRTIO_STATUS_NEEDS_RESET) ? 0 : -1;
 }
 
 uint8_t virtio_config_read8(struct virtio_dev *dev, unsigned offset) { return mmio_read8(dev->device_cfg + offset); }
@@ -304,6 +307,12 @@ void virtq_publish(struct virtq *q, uint16_t head)
     q->avail_idx++;
 }
 
+void virtq_add_buffer(struct virtq *q, uint16_t index, const volatile void *buf, uint32_t len, uint16_t flags)
+{
+    q->desc[index] = (struct virtq_desc){(uintptr_t)buf, len, flags, 0};
+    virtq_publish(q, index);
+}
+
 void virtq_kick(struct virtq *q)
 {
     uint16_t new_idx = q->avail_idx, old_idx = q->kicked_idx;
@@ -340,4 +349,40 @@ bool virtq_get_used(struct virtq *q, uint32_t *id, uint32_t *len)
     if (q->event_idx)
         q->avail[2 + q->size] = q->last_used; /* used_event: interrupt at the next completion */
     return true;
+}
+
+bool virtq_wait_used(struct virtq *q, uint32_t *id, uint32_t *len, uint64_t ticks, void (*idle)(void))
+{
+    for (uint64_t t0 = rdtsc(); !virtq_get_used(q, id, len); cpu_relax()) {
+        if (idle)
+            idle();
+        if (rdtsc() - t0 > ticks)
+            return false;
+    }
+    return true;
+}
+
+void virtio_fail(struct virtio_dev *dev, const char *who, const char *what, ...)
+{
+    /* Until a transport is open there is no status register to read. */
+    uint8_t status = dev->mmio || dev->common ? virtio_status(dev) : 0;
+    va_list ap;
+    va_start(ap, what);
+    printf("%s: FAILED: ", who);
+    vprintf(what, ap);
+    va_end(ap);
+    printf(" (status 0x%x)\n", status);
+    poweroff();
+}
+
+void virtio_setup(struct virtio_dev *dev, const char *who, unsigned type, uint64_t wanted,
+                  struct virtq *const queues[], unsigned n, uint16_t size, void *mem, uint16_t vector)
+{
+    if (virtio_find(dev, type) != 0)
+        virtio_fail(dev, who, "no %s device", who);
+    if (virtio_negotiate(dev, wanted) != 0)
+        virtio_fail(dev, who, "feature negotiation");
+    for (unsigned i = 0; i < n; i++)
+        if (virtq_init(dev, queues[i], i, (uint8_t *)mem + i * VIRTQ_MEMORY(size), size, vector) != 0)
+            virtio_fail(dev, who, "queue setup");
 }

@@ -16,6 +16,7 @@ from aovisor.config import RngConfig
 from aovisor.devices.bus import Bus
 from aovisor.memory import GuestMemory
 from aovisor.virtio.devices.rng import RngDevice
+from aovisor.virtio.transport import common as vcommon
 from aovisor.virtio.transport import mmio as vmmio
 from aovisor.virtio.transport.mmio import VirtioMmioDevice
 
@@ -130,7 +131,7 @@ def test_misprogrammed_queue_sets_needs_reset(
     setup_queue(bus, desc, 0x2000, 0x3000, size=size)
     set_reg(bus, vmmio.STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK)
     assert reg(bus, vmmio.STATUS) & NEEDS_RESET
-    assert reg(bus, vmmio.INTERRUPT_STATUS) == vmmio.INTERRUPT_CONFIG_CHANGE
+    assert reg(bus, vmmio.INTERRUPT_STATUS) == vcommon.INTERRUPT_CONFIG
     assert select.select([hv.irqfds[GSI]], [], [], 1)[0]
     set_reg(bus, vmmio.STATUS, 0)  # the driver resets: the device is usable again
     assert reg(bus, vmmio.STATUS) == 0 and reg(bus, vmmio.INTERRUPT_STATUS) == 0
@@ -174,8 +175,8 @@ def test_rng_request_end_to_end(env: tuple[VirtioMmioDevice, FakeVm, Bus], memor
     assert memory.read(used + 4, 8) == struct.pack("<II", 0, 256)
     assert memory.read(buf, 256) != bytes(256)
     assert select.select([hv.irqfds[GSI]], [], [], 5)[0]
-    assert reg(bus, vmmio.INTERRUPT_STATUS) == vmmio.INTERRUPT_USED_BUFFER
-    set_reg(bus, vmmio.INTERRUPT_ACK, vmmio.INTERRUPT_USED_BUFFER)
+    assert reg(bus, vmmio.INTERRUPT_STATUS) == vcommon.INTERRUPT_QUEUE
+    set_reg(bus, vmmio.INTERRUPT_ACK, vcommon.INTERRUPT_QUEUE)
     assert reg(bus, vmmio.INTERRUPT_STATUS) == 0
     # A QueueNotify write that misses the ioeventfd takes the MMIO path to the same eventfd; an index
     # without a queue is ignored.

@@ -18,6 +18,7 @@ from aovisor.devices.pci import config_space as pci
 from aovisor.memory import GuestMemory
 from aovisor.virtio.devices.block import BlockDevice
 from aovisor.virtio.devices.rng import RngDevice
+from aovisor.virtio.transport import common as vcommon
 from aovisor.virtio.transport import pci as vpci
 from aovisor.virtio.transport.pci import VirtioPciDevice
 
@@ -205,8 +206,8 @@ def test_misprogrammed_queue_sets_needs_reset(
     common_write(bus, 0x10, 2, 1)  # config changes on vector 1
     setup_queue(bus, desc, 0x2000, 0x3000, size=size)
     common_write(bus, 0x14, 1, 1 | 2 | 8 | 4)
-    assert common_read(bus, 0x14, 1) & vpci.STATUS_NEEDS_RESET
-    assert bus.read(BAR + vpci.ISR_AT, 1) & vpci.ISR_CONFIG
+    assert common_read(bus, 0x14, 1) & vcommon.STATUS_NEEDS_RESET
+    assert bus.read(BAR + vpci.ISR_AT, 1) & vcommon.INTERRUPT_CONFIG
     assert bus.read(BAR + vpci.ISR_AT, 1) == 0  # read to clear
     common_write(bus, 0x14, 1, 0)  # the driver resets the device: usable again
     assert common_read(bus, 0x14, 1) == 0
@@ -216,7 +217,7 @@ def test_misprogrammed_queue_sets_needs_reset(
 def test_driver_ok_without_features_ok_needs_reset(env: tuple[VirtioPciDevice, FakeVm, Bus]) -> None:
     _, _, bus = env
     common_write(bus, 0x14, 1, 1 | 2 | 4)
-    assert common_read(bus, 0x14, 1) & vpci.STATUS_NEEDS_RESET
+    assert common_read(bus, 0x14, 1) & vcommon.STATUS_NEEDS_RESET
 
 
 def test_out_of_range_vectors_and_queues(env: tuple[VirtioPciDevice, FakeVm, Bus]) -> None:

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import TYPE_CHECKING
 
 from aovisor.arch.x86_64.acpi import aml
-from aovisor.virtio.queue import QueueConfig
-from aovisor.virtio.transport.common import STATUS_FEATURES_OK, activate, features_acceptable
+from aovisor.virtio.transport.common import VirtioTransport, feature_word
 
 if TYPE_CHECKING:
     from aovisor.hypervisor.base import Vm
@@ -74,13 +72,6 @@ SHM_BASE_HIGH = 0x0BC
 CONFIG_GENERATION = 0x0FC
 CONFIG = 0x100
 
-# Device status bits (§2.1).
-STATUS_DRIVER_OK = 4
-STATUS_NEEDS_RESET = 64
-
-INTERRUPT_USED_BUFFER = 1
-INTERRUPT_CONFIG_CHANGE = 2
-
 _QUEUE_ADDRESSES = {
     QUEUE_DESC_LOW: ("desc", 0),
     QUEUE_DESC_HIGH: ("desc", 32),
@@ -91,22 +82,15 @@ _QUEUE_ADDRESSES = {
 }
 
 
-class VirtioMmioDevice:
+class VirtioMmioDevice(VirtioTransport):
     """A virtio device behind a virtio-mmio window at ``base``, interrupting on IOAPIC pin ``gsi``."""
 
     def __init__(self, device: VirtioDevice, *, memory: GuestMemory, hv_vm: Vm, base: int, gsi: int) -> None:
         if len(device.config) > WINDOW_SIZE - CONFIG:
             raise ValueError(f"{device.name}: config space of {len(device.config)} bytes is too large")
-        self.device = device
+        super().__init__(device, memory)
         self.base = base
         self.gsi = gsi
-        self._memory = memory
-        self._lock = threading.RLock()  # register state (vCPU threads)
-        # InterruptStatus alone has its own lock: the device thread sets bits while a vCPU may hold _lock
-        # waiting for that very thread (a reset is synchronous with request processing).
-        self._isr_lock = threading.Lock()
-        self.queues = [QueueConfig(max_size=size) for size in device.queue_max_sizes]
-        self.kick_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in self.queues]
         self.irq_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
             hv_vm.register_irqfd(self.irq_fd, gsi)
@@ -115,19 +99,13 @@ class VirtioMmioDevice:
         except BaseException:
             self.close()
             raise
-        self.interrupt_status = 0
-        self._needs_reset = False
         self._reset_registers()
-        device.on_needs_reset = self._set_needs_reset
 
     def _reset_registers(self) -> None:
-        self.status = 0
+        super()._reset_registers()
         self.device_features_sel = 0
         self.driver_features_sel = 0
-        self.driver_features = 0
         self.queue_sel = 0
-        for q in self.queues:
-            q.reset()
 
     def aml(self, uid: int) -> bytes:
         """The DSDT device: ``_HID "LNRO0005"``, the window and the edge-triggered interrupt."""
@@ -168,11 +146,8 @@ class VirtioMmioDevice:
         with self._lock:
             self._write_register(offset, value)
 
-    def _selected(self) -> QueueConfig | None:
-        return self.queues[self.queue_sel] if self.queue_sel < len(self.queues) else None
-
     def _read_register(self, offset: int) -> int:
-        q = self._selected()
+        q = self._queue(self.queue_sel)
         if offset == MAGIC_VALUE:
             return MAGIC
         if offset == VERSION_REG:
@@ -182,8 +157,7 @@ class VirtioMmioDevice:
         if offset == VENDOR_ID_REG:
             return VENDOR_ID
         if offset == DEVICE_FEATURES:
-            sel = self.device_features_sel
-            return self.device.avail_features >> (32 * sel) & 0xFFFF_FFFF if sel < 2 else 0
+            return feature_word(self.device.avail_features, self.device_features_sel)
         if offset == QUEUE_NUM_MAX:
             return q.max_size if q is not None else 0  # 0: the queue does not exist (§4.2.3.2)
         if offset == QUEUE_READY:
@@ -191,7 +165,7 @@ class VirtioMmioDevice:
         if offset == INTERRUPT_STATUS:
             return self.interrupt_status
         if offset == STATUS:
-            return self.status | (STATUS_NEEDS_RESET if self._needs_reset else 0)
+            return self.device_status
         if offset in (SHM_LEN_LOW, SHM_LEN_HIGH, SHM_BASE_LOW, SHM_BASE_HIGH):
             return 0xFFFF_FFFF  # no shared memory region (§4.2.2)
         if offset == CONFIG_GENERATION:
@@ -207,10 +181,7 @@ class VirtioMmioDevice:
         elif offset == DRIVER_FEATURES_SEL:
             self.driver_features_sel = value
         elif offset == DRIVER_FEATURES:
-            sel = self.driver_features_sel
-            if sel < 2 and not self.status & STATUS_FEATURES_OK:
-                shift = 32 * sel
-                self.driver_features = (self.driver_features & ~(0xFFFF_FFFF << shift)) | (value << shift)
+            self._write_driver_features(self.driver_features_sel, value)
         elif offset == QUEUE_SEL:
             self.queue_sel = value
         elif offset == INTERRUPT_ACK:
@@ -226,11 +197,8 @@ class VirtioMmioDevice:
             log.debug("%s: ignored write of %#x at %#x", self.device.name, value, offset)
 
     def _write_queue(self, offset: int, value: int) -> None:
-        q = self._selected()
+        q = self._writable_queue(self.queue_sel)
         if q is None:
-            return
-        if self.status & STATUS_DRIVER_OK:
-            log.debug("%s: queue register write after DRIVER_OK ignored", self.device.name)
             return
         if offset == QUEUE_NUM:
             q.size = value
@@ -241,63 +209,15 @@ class VirtioMmioDevice:
             old: int = getattr(q, attr)
             setattr(q, attr, (old & ~(0xFFFF_FFFF << shift)) | (value << shift))
 
-    def _write_status(self, value: int) -> None:
-        if value == 0:
-            self.device.reset()
-            self._reset_registers()
-            self._needs_reset = False
-            with self._isr_lock:
-                self.interrupt_status = 0
-            return
-        old = self.status
-        if value & ~old & STATUS_FEATURES_OK and not features_acceptable(self.driver_features, self.device):
-            value &= ~STATUS_FEATURES_OK
-        self.status = value
-        if value & ~old & STATUS_DRIVER_OK:
-            self._activate()
-
-    def _activate(self) -> None:
-        problem = activate(
-            self.device,
-            self._memory,
-            self.queues,
-            self.kick_fds,
-            status=self.status,
-            driver_features=self.driver_features,
-            interrupt=self,
-        )
-        if problem is not None:
-            self._set_needs_reset(problem)
-
-    # --- Interrupts (the device thread calls these) --------------------------------------------------
-    def _set_needs_reset(self, reason: str) -> None:
-        log.warning("%s: device needs reset: %s", self.device.name, reason)
-        self._needs_reset = True
-        if self.status & STATUS_DRIVER_OK:
-            self.signal_config()
-
-    @property
-    def needs_reset(self) -> bool:
-        return self._needs_reset
-
-    def signal_queue(self, index: int) -> None:
-        self._raise(INTERRUPT_USED_BUFFER)
-
-    def signal_config(self) -> None:
-        self._raise(INTERRUPT_CONFIG_CHANGE)
-
-    def _raise(self, bit: int) -> None:
-        with self._isr_lock:
-            self.interrupt_status |= bit
+    # --- Interrupts: InterruptStatus is already set; one pulse of the edge-triggered line -------------
+    def _send_queue_interrupt(self, index: int) -> None:
         os.eventfd_write(self.irq_fd, 1)
 
-    def counters(self) -> dict[str, int]:
-        return self.device.counters()
+    def _send_config_interrupt(self) -> None:
+        os.eventfd_write(self.irq_fd, 1)
 
     def close(self) -> None:
-        self.device.close()
-        for fd in (*self.kick_fds, self.irq_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.kick_fds = []
+        super().close()
+        if self.irq_fd >= 0:
+            os.close(self.irq_fd)
         self.irq_fd = -1

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import TYPE_CHECKING
 
 from aovisor.devices.pci import config_space as pci
@@ -39,8 +38,7 @@ from aovisor.devices.pci.msix import (
     NO_VECTOR,
     MsixVectors,
 )
-from aovisor.virtio.queue import QueueConfig
-from aovisor.virtio.transport.common import STATUS_FEATURES_OK, activate, features_acceptable
+from aovisor.virtio.transport.common import VirtioTransport, feature_word
 
 if TYPE_CHECKING:
     from aovisor.devices.bus import Bus
@@ -54,13 +52,6 @@ VIRTIO_PCI_VENDOR_ID = 0x1AF4
 VIRTIO_PCI_DEVICE_ID_BASE = 0x1040
 VIRTIO_PCI_REVISION = 1
 VIRTIO_PCI_SUBSYSTEM_ID = 0x40  # non-transitional devices use 0x40 or above (§4.1.2.1)
-
-# Device status bits (§2.1).
-STATUS_ACKNOWLEDGE = 1
-STATUS_DRIVER = 2
-STATUS_DRIVER_OK = 4
-STATUS_NEEDS_RESET = 64
-STATUS_FAILED = 128
 
 # Capability types (struct virtio_pci_cap.cfg_type, §4.1.4).
 CAP_COMMON_CFG = 1
@@ -94,9 +85,6 @@ MSIX_TABLE_AT = 0x4000
 MSIX_PBA_AT = 0x5000
 REGION_SIZE = 0x1000
 
-ISR_QUEUE = 1
-ISR_CONFIG = 2
-
 # struct virtio_pci_common_cfg (§4.1.4.3): offset -> (name, width).
 _COMMON_FIELDS: dict[int, tuple[str, int]] = {
     0x00: ("device_feature_select", 4),
@@ -123,7 +111,7 @@ _COMMON_FIELDS: dict[int, tuple[str, int]] = {
 _CLASS_CODES = {1: 0x02_00_00, 2: 0x01_80_00, 3: 0x07_80_00, 4: 0xFF_00_00, 19: 0x07_80_00}
 
 
-class VirtioPciDevice(ConfigSpace):
+class VirtioPciDevice(VirtioTransport, ConfigSpace):
     """A virtio device behind the modern virtio-pci transport; also the BusDevice of its BAR."""
 
     def __init__(
@@ -137,7 +125,13 @@ class VirtioPciDevice(ConfigSpace):
         gsis: list[int],
     ) -> None:
         n_queues = len(device.queue_max_sizes)
-        super().__init__(
+        n_vectors = n_queues + 1
+        if len(device.config) > DEVICE_CFG_MAX:
+            raise ValueError(f"{device.name}: config space of {len(device.config)} bytes is too large")
+        if len(gsis) != n_vectors:
+            raise ValueError(f"{device.name}: needs {n_vectors} GSIs, got {len(gsis)}")
+        ConfigSpace.__init__(
+            self,
             vendor_id=VIRTIO_PCI_VENDOR_ID,
             device_id=VIRTIO_PCI_DEVICE_ID_BASE + device.device_type,
             class_code=_CLASS_CODES.get(device.device_type, 0xFF_00_00),
@@ -146,27 +140,14 @@ class VirtioPciDevice(ConfigSpace):
             subsystem_id=VIRTIO_PCI_SUBSYSTEM_ID,
             interrupt_pin=0,
         )
-        if len(device.config) > DEVICE_CFG_MAX:
-            raise ValueError(f"{device.name}: config space of {len(device.config)} bytes is too large")
-        self.device = device
-        self._memory = memory
+        VirtioTransport.__init__(self, device, memory)
         self._hv_vm = hv_vm
         self._bus = mmio_bus
-        self._lock = threading.RLock()
-        self._isr_lock = threading.Lock()
-        n_vectors = n_queues + 1
-        if len(gsis) != n_vectors:
-            raise ValueError(f"{device.name}: needs {n_vectors} GSIs, got {len(gsis)}")
-        # Eventfds: one per queue (notifications) and one per MSI-X vector (irqfds).
-        self.kick_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(n_queues)]
+        # One eventfd per MSI-X vector (irqfds); the queues' notification eventfds are the transport's.
         self.irq_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(n_vectors)]
         self.msix = MsixVectors(n_vectors, self.irq_fds, hv_vm.set_msi_route, gsis)
-        self.queues = [QueueConfig(max_size=size) for size in device.queue_max_sizes]
         self._reset_registers()
-        self._needs_reset = False
-        self.isr = 0
         self.mapped_at: int | None = None
-        device.on_needs_reset = self._device_needs_reset
 
         self._define_capabilities(n_queues, n_vectors)
         self.set_bar(BAR_INDEX, BAR_SIZE, is_64bit=True)
@@ -180,14 +161,11 @@ class VirtioPciDevice(ConfigSpace):
         self._update_mapping()
 
     def _reset_registers(self) -> None:
-        self.status = 0
+        super()._reset_registers()
         self.device_feature_select = 0
         self.driver_feature_select = 0
-        self.driver_features = 0
         self.config_vector = NO_VECTOR
         self.queue_select = 0
-        for q in self.queues:
-            q.reset()
 
     # --- Config space --------------------------------------------------------------------------------
     def _define_capabilities(self, n_queues: int, n_vectors: int) -> None:
@@ -292,7 +270,7 @@ class VirtioPciDevice(ConfigSpace):
             if at != 0:
                 return 0
             with self._isr_lock:  # reading clears it (§4.1.4.5)
-                value, self.isr = self.isr, 0
+                value, self.interrupt_status = self.interrupt_status, 0
             return value
         if region == DEVICE_CFG_AT // REGION_SIZE:
             return self.device.read_config(at, size)
@@ -331,27 +309,19 @@ class VirtioPciDevice(ConfigSpace):
                 return high[0], 32
         return None
 
-    def _selected_queue(self) -> QueueConfig | None:
-        index = self.queue_select
-        return self.queues[index] if index < len(self.queues) else None
-
     def _common_read(self, at: int, size: int) -> int:
         found = self._field(at, size)
         if found is None:
             return 0
         name, shift = found
-        q = self._selected_queue()
+        q = self._queue(self.queue_select)
         value: int
         if name == "device_feature":
-            value = self.device.avail_features >> (32 * self.device_feature_select) & 0xFFFF_FFFF
-            if self.device_feature_select > 1:
-                value = 0
+            value = feature_word(self.device.avail_features, self.device_feature_select)
         elif name == "driver_feature":
-            value = self.driver_features >> (32 * self.driver_feature_select) & 0xFFFF_FFFF
-            if self.driver_feature_select > 1:
-                value = 0
+            value = feature_word(self.driver_features, self.driver_feature_select)
         elif name == "device_status":
-            value = self.status | (STATUS_NEEDS_RESET if self._needs_reset else 0)
+            value = self.device_status
         elif name == "num_queues":
             value = len(self.queues)
         elif name == "config_generation":
@@ -385,10 +355,7 @@ class VirtioPciDevice(ConfigSpace):
         elif name in ("device_feature_select", "driver_feature_select"):
             setattr(self, name, value)
         elif name == "driver_feature":
-            if self.status & STATUS_FEATURES_OK or self.driver_feature_select > 1:
-                return  # features are fixed once accepted
-            half = 32 * self.driver_feature_select
-            self.driver_features = (self.driver_features & ~(0xFFFF_FFFF << half)) | (value << half)
+            self._write_driver_features(self.driver_feature_select, value)
         elif name == "config_msix_vector":
             self.config_vector = value if value < self.msix.count else NO_VECTOR
         elif name == "queue_select":
@@ -397,11 +364,8 @@ class VirtioPciDevice(ConfigSpace):
             self._queue_write(name, shift, size, value)
 
     def _queue_write(self, name: str, shift: int, size: int, value: int) -> None:
-        q = self._selected_queue()
+        q = self._writable_queue(self.queue_select)
         if q is None:
-            return
-        if self.status & STATUS_DRIVER_OK:
-            log.debug("%s: queue write after DRIVER_OK ignored", self.device.name)
             return
         if name == "queue_size":
             q.size = value
@@ -422,74 +386,20 @@ class VirtioPciDevice(ConfigSpace):
             setattr(q, attr, new)
         # queue_notify_off is read-only
 
-    def _write_status(self, value: int) -> None:
-        if value == 0:
-            self._reset_device()
-            return
-        old = self.status
-        if value & ~old & STATUS_FEATURES_OK and not self._features_acceptable():
-            value &= ~STATUS_FEATURES_OK  # the driver re-reads the status and sees it refused
-        self.status = value
-        if value & ~old & STATUS_DRIVER_OK:
-            self._activate()
-
-    def _features_acceptable(self) -> bool:
-        return features_acceptable(self.driver_features, self.device)
-
-    def _activate(self) -> None:
-        problem = activate(
-            self.device,
-            self._memory,
-            self.queues,
-            self.kick_fds,
-            status=self.status,
-            driver_features=self.driver_features,
-            interrupt=self,
-        )
-        if problem is not None:
-            self._set_needs_reset(problem)
-
-    def _reset_device(self) -> None:
-        self.device.reset()
-        self._reset_registers()
-        self._needs_reset = False
-        with self._isr_lock:
-            self.isr = 0
-
-    # --- NEEDS_RESET and interrupts ------------------------------------------------------------------
-    def _device_needs_reset(self, reason: str) -> None:
-        self._set_needs_reset(reason)
-
-    def _set_needs_reset(self, reason: str) -> None:
-        log.warning("%s: device needs reset: %s", self.device.name, reason)
-        self._needs_reset = True
-        if self.status & STATUS_DRIVER_OK:
-            self.signal_config()
-
-    @property
-    def needs_reset(self) -> bool:
-        return self._needs_reset
-
-    def signal_queue(self, index: int) -> None:
-        with self._isr_lock:
-            self.isr |= ISR_QUEUE
-        vector = self.queues[index].vector if index < len(self.queues) else NO_VECTOR
+    # --- Interrupts: the ISR bit is already set; the queue's or the config MSI-X vector, if any ------
+    def _send_queue_interrupt(self, index: int) -> None:
+        q = self._queue(index)
+        vector = q.vector if q is not None else NO_VECTOR
         if vector != NO_VECTOR:
             self.msix.trigger(vector)
 
-    def signal_config(self) -> None:
-        with self._isr_lock:
-            self.isr |= ISR_CONFIG
+    def _send_config_interrupt(self) -> None:
         if self.config_vector != NO_VECTOR:
             self.msix.trigger(self.config_vector)
 
     # --- Teardown ------------------------------------------------------------------------------------
-    def counters(self) -> dict[str, int]:
-        return self.device.counters()
-
     def close(self) -> None:
-        self.device.close()
-        for fd in (*self.kick_fds, *self.irq_fds):
+        super().close()
+        for fd in self.irq_fds:
             os.close(fd)
-        self.kick_fds = []
         self.irq_fds = []

@@ -1,8 +1,8 @@
 """The VM configuration model: one set of records for the CLI, the API and (later) snapshots.
 
-The records are plain frozen dataclasses (cheap to import: startup counts).  They hold *validated* values;
-parsing and validation with field-named errors happen in :mod:`aovisor.cli.options` (CLI grammar) and in
-:func:`VmConfig.validate` (cross-field rules).
+The records are plain frozen dataclasses (no validation library to import: startup counts).  They hold
+*validated* values; parsing and validation with field-named errors happen in :mod:`aovisor.cli.options` (CLI
+grammar) and in :func:`VmConfig.validate` (cross-field rules).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ MAX_VCPUS = 254  # one xAPIC id per vCPU, 0xFF is broadcast
 
 @dataclass(frozen=True)
 class PayloadConfig:
+    """What to boot: the kernel (ELF vmlinux or bzImage), its initramfs and command line."""
+
     kernel: Path
     initramfs: Path | None = None
     cmdline: str = ""
@@ -27,12 +29,16 @@ class PayloadConfig:
 
 @dataclass(frozen=True)
 class CpusConfig:
+    """vCPUs at boot, and at most (the same: no hotplug yet)."""
+
     boot_vcpus: int = 1
     max_vcpus: int = 1
 
 
 @dataclass(frozen=True)
 class MemoryConfig:
+    """Guest RAM, in bytes."""
+
     size: int = DEFAULT_MEMORY
 
 
@@ -49,6 +55,8 @@ class OutputMode(enum.Enum):
 
 @dataclass(frozen=True)
 class OutputConfig:
+    """Where a serial port or console goes; ``file`` only with :attr:`OutputMode.FILE`."""
+
     mode: OutputMode
     file: Path | None = None
 
@@ -111,6 +119,8 @@ class VirtioTransport(enum.Enum):
 
 @dataclass(frozen=True)
 class VmConfig:
+    """The whole VM: every record above, as validated by :meth:`validate`."""
+
     payload: PayloadConfig
     cpus: CpusConfig = field(default_factory=CpusConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)

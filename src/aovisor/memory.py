@@ -13,13 +13,12 @@ import ctypes
 import mmap
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aovisor.errors import GuestMemoryError
 
 
-@dataclass(frozen=True)
-class MemoryRegion:
+class MemoryRegion(NamedTuple):
     """One contiguous range of guest RAM backed by a host mapping."""
 
     gpa: int

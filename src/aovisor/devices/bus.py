@@ -10,8 +10,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +30,13 @@ class BusError(ValueError):
     """A range that overlaps another or is empty."""
 
 
-@dataclass(order=True)
-class _Entry:
+class _Entry(NamedTuple):
+    """A device's range; its lock serialises the device's accesses (see the module docstring)."""
+
     base: int
     length: int
-    device: BusDevice = field(compare=False)
-    lock: threading.Lock = field(compare=False, default_factory=threading.Lock)
+    device: BusDevice
+    lock: threading.Lock
 
 
 class Bus:
@@ -59,7 +59,7 @@ class Bus:
                 raise BusError(
                     f"{self.name}: {base:#x}+{length:#x} overlaps {type(e.device).__name__} at {e.base:#x}"
                 )
-        entry = _Entry(base, length, device)
+        entry = _Entry(base, length, device, threading.Lock())
         i = bisect.bisect(self._bases, base)
         self._entries.insert(i, entry)
         self._bases.insert(i, base)

@@ -39,6 +39,8 @@ class VcpuExit(enum.Enum):
 
 @dataclass
 class Segment:
+    """A segment register with its hidden part (``struct kvm_segment``'s fields)."""
+
     base: int = 0
     limit: int = 0xFFFF
     selector: int = 0
@@ -75,6 +77,8 @@ class Segment:
 
 @dataclass
 class DescriptorTable:
+    """GDTR or IDTR: base and limit."""
+
     base: int = 0
     limit: int = 0xFFFF
 
@@ -105,6 +109,8 @@ class Regs:
 
 @dataclass
 class SpecialRegs:
+    """Segment, descriptor-table and control registers, EFER and the APIC base."""
+
     cs: Segment = field(default_factory=Segment)
     ds: Segment = field(default_factory=Segment)
     es: Segment = field(default_factory=Segment)
@@ -126,6 +132,8 @@ class SpecialRegs:
 
 @dataclass
 class CpuidEntry:
+    """One CPUID leaf (``function``) and subleaf (``index``) with its four output registers."""
+
     function: int
     index: int = 0
     flags: int = 0

@@ -14,9 +14,8 @@ the file (or ``--cmdline``), never as an exception from deep inside.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from aovisor.arch.x86_64.layout import CMDLINE_MAX_SIZE, CMDLINE_START, HIGH_RAM_START
 from aovisor.errors import GuestMemoryError, LoaderError
@@ -25,8 +24,7 @@ from aovisor.memory import GuestMemory
 ELF_MAGIC = b"\x7fELF"
 
 
-@dataclass(frozen=True)
-class BootInfo:
+class BootInfo(NamedTuple):
     """Where to start the guest and what to hand it."""
 
     protocol: Literal["pvh", "linux64"]

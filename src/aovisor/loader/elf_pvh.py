@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from aovisor.arch.x86_64.e820 import e820_map
 from aovisor.arch.x86_64.layout import (
@@ -40,9 +40,8 @@ _XEN_NOTE_NAME = b"Xen"
 _ZEROS = bytes(1 << 20)
 
 
-@dataclass(frozen=True)
-class _LoadSegment:
-    index: int  # program header number, for error messages
+class _LoadSegment(NamedTuple):
+    number: int  # program header number, for error messages
     offset: int
     paddr: int
     filesz: int
@@ -53,8 +52,7 @@ class _LoadSegment:
         return self.paddr + self.memsz
 
 
-@dataclass(frozen=True)
-class _NoteArea:
+class _NoteArea(NamedTuple):
     offset: int
     size: int
     align: int
@@ -172,12 +170,12 @@ def _phys32_entry_in(blob: bytes, align: int, path: Path) -> int | None:
 
 
 def _check_segment(mem: GuestMemory, seg: _LoadSegment, file_size: int, path: Path) -> None:
-    what = f"{path}: segment {seg.index} [{seg.paddr:#x}, {seg.end:#x})"
+    what = f"{path}: segment {seg.number} [{seg.paddr:#x}, {seg.end:#x})"
     if seg.filesz > seg.memsz:
         raise LoaderError(f"{what}: p_filesz {seg.filesz:#x} is larger than p_memsz {seg.memsz:#x}")
     if seg.offset + seg.filesz > file_size:
         raise LoaderError(
-            f"{path}: file is truncated: segment {seg.index} needs bytes up to "
+            f"{path}: file is truncated: segment {seg.number} needs bytes up to "
             f"{seg.offset + seg.filesz:#x}, the file has {file_size:#x}"
         )
     if seg.paddr < HIGH_RAM_START:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from aovisor.errors import LoaderError
 from aovisor.memory import GuestMemory
@@ -34,8 +34,9 @@ def read_exact_into(fd: int, view: memoryview, offset: int, path: Path) -> None:
         done += n
 
 
-@dataclass(frozen=True)
-class LoadedInitramfs:
+class LoadedInitramfs(NamedTuple):
+    """Where the initramfs was put in guest RAM."""
+
     gpa: int
     size: int
 

@@ -109,6 +109,8 @@ def attach_virtio_devices(vm: VirtualMachine) -> None:
 
 
 def attach_block_devices(vm: VirtualMachine) -> None:
+    if not vm.config.disks:
+        return  # the device modules are imported only when used (startup time)
     from aovisor.virtio.devices.block import BlockDevice
 
     for index, disk in enumerate(vm.config.disks):
@@ -117,6 +119,8 @@ def attach_block_devices(vm: VirtualMachine) -> None:
 
 
 def attach_net_devices(vm: VirtualMachine) -> None:
+    if not vm.config.nets:
+        return
     from aovisor.virtio.devices.net import NetDevice
 
     for index, net in enumerate(vm.config.nets):

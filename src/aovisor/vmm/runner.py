@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import TYPE_CHECKING
 
@@ -41,9 +42,14 @@ def run_vmm(
 
             server = ApiServer.open(api_socket, vmm)
             server.start()
+        # The CLI starts with the cyclic GC off (see aovisor.cli.main).  What start-up has loaded so far
+        # (modules, classes, the configuration) lives as long as the process: frozen, no later collection
+        # scans it.  The VM is not frozen: a guest reset replaces it, and its cycles must be collectable.
+        gc.freeze()
         if config is not None:
             vmm.create(VmDefinition(config))
             vmm.boot()
+        gc.enable()
         return vmm.run()
     finally:
         vmm.close()

@@ -12,8 +12,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from aovisor.arch.x86_64 import layout
 from aovisor.devices.bus import Bus
@@ -46,8 +45,7 @@ class ExitReason(enum.Enum):
     ERROR = "error"
 
 
-@dataclass
-class BusOps:
+class BusOps(NamedTuple):
     """The VmOps a backend calls: the buses' own bound methods, with no extra call layer in between."""
 
     pio_read: Callable[[int, int], int]

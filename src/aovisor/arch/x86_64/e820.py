@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aovisor.arch.x86_64.layout import EBDA_START, HIGH_RAM_START
 
@@ -27,8 +27,9 @@ class E820Type(enum.IntEnum):
     UNUSABLE = 5
 
 
-@dataclass(frozen=True)
-class E820Entry:
+class E820Entry(NamedTuple):
+    """One range of the map."""
+
     addr: int
     size: int
     type: E820Type

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aovisor.arch.x86_64 import layout
 from aovisor.arch.x86_64.acpi import dsdt
@@ -74,8 +75,7 @@ class AcpiConfig:
             _check_table(table)
 
 
-@dataclass(frozen=True)
-class AcpiBlob:
+class AcpiBlob(NamedTuple):
     """The tables, laid out for guest-physical address ``rsdp_gpa`` (the start of ``data``)."""
 
     data: bytes

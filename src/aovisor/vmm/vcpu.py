@@ -23,6 +23,7 @@ class VcpuThread(threading.Thread):
         super().__init__(name=f"vcpu{vcpu.index}", daemon=True)
         self.vm = vm
         self.vcpu = vcpu
+        self.named = threading.Event()  # set once the OS thread carries its name
 
     def kick(self) -> None:
         """Make the vCPU leave the hypervisor: ``immediate_exit`` covers the window before KVM_RUN is
@@ -37,6 +38,8 @@ class VcpuThread(threading.Thread):
 
     def run(self) -> None:
         set_thread_name(self.name)
+        self.named.set()
+        self.vm.vcpus_released.wait()
         vm, vcpu, ops, gate = self.vm, self.vcpu, self.vm.ops, self.vm.pause_gate
         try:
             while not vm.stopping:

@@ -64,6 +64,7 @@ class VirtualMachine:
         self.ops = BusOps(self.pio_bus.read, self.pio_bus.write, self.mmio_bus.read, self.mmio_bus.write)
         self.vcpus: list[Vcpu] = []
         self.threads: list[VcpuThread] = []
+        self.vcpus_released = threading.Event()  # set by start() once every vCPU thread is named
         self.devices: dict[str, object] = {}
         # Objects that own threads (virtio device loops): VM pause/resume calls their pause()/resume().
         self.pausables: list[Pausable] = []
@@ -127,6 +128,13 @@ class VirtualMachine:
         self.threads = [VcpuThread(self, vcpu) for vcpu in self.vcpus]
         for thread in self.threads:
             thread.start()
+        # No guest code runs before every vCPU thread has its OS name `vcpuN`: libvirt's ch driver looks
+        # the threads up by name once the VM is booted.
+        try:
+            for thread in self.threads:
+                thread.named.wait()
+        finally:
+            self.vcpus_released.set()
 
     def wait(self, timeout: float | None = None) -> ExitReason | None:
         """Block until an exit is requested; then stop and join every vCPU thread."""

@@ -106,14 +106,75 @@ int virtio_mmio_open(struct virtio_dev *dev, uintptr_t base)
     return 0;
 }
 
+/* A number as Linux's memparse reads it: decimal or 0x hex, then an optional K/M/G suffix. */
+static const char *parse_size(const char *s, uint64_t *out)
+{
+    uint64_t value = 0;
+    unsigned base = 10, digits = 0;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
+    }
+    for (;; s++, digits++) {
+        unsigned d;
+        if (*s >= '0' && *s <= '9')
+            d = (unsigned)(*s - '0');
+        else if (base == 16 && (*s | 0x20) >= 'a' && (*s | 0x20) <= 'f')
+            d = (unsigned)((*s | 0x20) - 'a' + 10);
+        else
+            break;
+        value = value * base + d;
+    }
+    if (*s == 'K' || *s == 'k')
+        value <<= 10, s++;
+    else if (*s == 'M' || *s == 'm')
+        value <<= 20, s++;
+    else if (*s == 'G' || *s == 'g')
+        value <<= 30, s++;
+    *out = value;
+    return digits ? s : NULL;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    while (*prefix && *s == *prefix)
+        s++, prefix++;
+    return *prefix == 0;
+}
+
+/* The windows named by `virtio_mmio.device=<size>@<base>:<irq>` on the command line (Linux's
+ * CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES syntax, what `--virtio-transport mmio-cmdline` announces). */
+static unsigned cmdline_mmio_devices(struct acpi_mmio_device *out, unsigned max)
+{
+    static const char key[] = "virtio_mmio.device=";
+    const char *s = cmdline_get();
+    unsigned n = 0;
+    for (; s && *s && n < max; s++) {
+        if ((s != cmdline_get() && s[-1] != ' ') || !starts_with(s, key))
+            continue;
+        uint64_t size, base, irq;
+        const char *p = parse_size(s + sizeof(key) - 1, &size);
+        if (!p || *p != '@' || !(p = parse_size(p + 1, &base)) || *p != ':' || !parse_size(p + 1, &irq))
+            continue;
+        out[n].base = base;
+        out[n].length = size > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)size;
+        out[n].gsi = (uint32_t)irq;
+        n++;
+    }
+    return n;
+}
+
 int virtio_find(struct virtio_dev *dev, unsigned type)
 {
     pci_dev_t pci;
     if (pci_find(VIRTIO_PCI_VENDOR, VIRTIO_PCI_DEVICE(type), &pci))
         return virtio_pci_open(dev, pci);
-    const struct acpi_header *dsdt = acpi_find_dsdt(acpi_find_rsdp(boot_start_info->rsdp_paddr));
     struct acpi_mmio_device found[16];
-    unsigned n = acpi_find_mmio_devices(dsdt, "LNRO0005", found, 16);
+    unsigned n = cmdline_mmio_devices(found, 16);
+    if (n == 0) {
+        const struct acpi_header *dsdt = acpi_find_dsdt(acpi_find_rsdp(boot_start_info->rsdp_paddr));
+        n = acpi_find_mmio_devices(dsdt, "LNRO0005", found, 16);
+    }
     for (unsigned i = 0; i < n && i < 16; i++) {
         uintptr_t base = (uintptr_t)found[i].base;
         if (found[i].length < 0x200 || base < 0xC0000000u || base > 0xFFFFF000u)

@@ -2,7 +2,8 @@
  * A minimal virtio driver for the guests over virtio-pci (modern, virtio 1.2 §4.1) or virtio-mmio (version 2,
  * §4.2): capability parsing, feature negotiation, split virtqueues (§2.7) with optional EVENT_IDX, and MSI-X
  * programming. Everything works at CPL3: config space through the ports, the BAR or the MMIO window through
- * the identity map of the MMIO hole. virtio-mmio devices are found through the DSDT (LNRO0005).
+ * the identity map of the MMIO hole. virtio-mmio devices are found through `virtio_mmio.device=` on the
+ * command line when it names any, else through the DSDT (LNRO0005).
  *
  * Guest physical addresses are the virtual addresses (the runtime identity-maps the first 4 GiB).
  */
@@ -53,7 +54,7 @@ struct virtq_desc {
 
 struct virtio_dev {
     uintptr_t mmio;       /* the virtio-mmio window; 0 for a PCI function */
-    uint32_t mmio_gsi;    /* its interrupt (an IOAPIC pin), from the DSDT */
+    uint32_t mmio_gsi;    /* its interrupt (an IOAPIC pin), from the DSDT or the command line */
     pci_dev_t pci;
     uintptr_t common;     /* struct virtio_pci_common_cfg */
     uintptr_t notify;     /* notification area */
@@ -88,7 +89,7 @@ size_t virtq_memory_size(uint16_t size);
 int virtio_pci_open(struct virtio_dev *dev, pci_dev_t pci);
 /* Use the virtio-mmio window at `base` (magic "virt", version 2). 0 on success. */
 int virtio_mmio_open(struct virtio_dev *dev, uintptr_t base);
-/* The first device of virtio type `type`: a virtio-pci function, else a virtio-mmio window of the DSDT.
+/* The first device of virtio type `type`: a virtio-pci function, else a virtio-mmio window (command line or DSDT).
  * 0 on success; dev->mmio says which transport it is on. */
 int virtio_find(struct virtio_dev *dev, unsigned type);
 uint64_t virtio_device_features(struct virtio_dev *dev);

@@ -115,6 +115,9 @@ class VirtioTransport(enum.Enum):
 
     PCI = "pci"  # virtio-pci functions on PCI bus 0 (Cloud Hypervisor's only transport)
     MMIO = "mmio"  # virtio-mmio windows described in the DSDT (LNRO0005), as QEMU microvm does
+    # The same windows announced as `virtio_mmio.device=<size>@<base>:<irq>` on the kernel command line
+    # instead, as Firecracker does (needs a kernel with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).
+    MMIO_CMDLINE = "mmio-cmdline"
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from aovisor.errors import ConfigError
 from aovisor.vmm.serial_io import SerialEndpoint
 
 if TYPE_CHECKING:
-    from aovisor.config import DiskConfig, VmConfig
+    from aovisor.config import DiskConfig, NetConfig, VmConfig, VsockConfig
     from aovisor.vmm.vmm import Vmm
 
 MAX_CONSOLE_BUFFER = 16 << 20  # bytes of guest output kept for expect(); older output is dropped
@@ -145,14 +145,26 @@ class VM:
         cpus: int = 1,
         memory: int | str = "512M",
         disks: Sequence[str | Path | DiskConfig] = (),
+        nets: Sequence[str | NetConfig] = (),
+        vsock: str | VsockConfig | None = None,
         rng: bool = True,
         hypervisor: str | None = None,
         echo: Any = None,
     ) -> None:
         """``memory`` in bytes or with a K/M/G suffix; ``disks`` are image paths (read-write) or
-        :class:`~aovisor.config.DiskConfig`; ``echo``: a text stream that also gets the guest's output
-        (``sys.stdout`` to watch it)."""
+        :class:`~aovisor.config.DiskConfig`; ``nets`` and ``vsock`` are in the CLI's grammar
+        (``"tap=tap0,mac=..."``, ``"cid=3,socket=/run/v.sock"``) or config records; ``echo``: a text stream
+        that also gets the guest's output (``sys.stdout`` to watch it)."""
         self.config = _config(kernel, initramfs, cmdline, cpus, memory, disks, rng, hypervisor)
+        if nets or vsock is not None:
+            from dataclasses import replace
+
+            from aovisor.cli.main import net_config, vsock_config
+
+            net_configs = tuple(n if not isinstance(n, str) else net_config(n) for n in nets)
+            vsock_cfg = vsock_config(vsock) if isinstance(vsock, str) else vsock
+            self.config = replace(self.config, nets=net_configs, vsock=vsock_cfg)
+            self.config.validate()
         self._console = Console(echo)
         self.serial = SerialStream(self._console)
         self._vmm: Vmm | None = None

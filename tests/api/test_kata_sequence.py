@@ -9,9 +9,7 @@ answers a PING frame sent on the TAP's far side, so the test sees the device the
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,22 +20,7 @@ from api.helpers import (
     api_vmm_fixture,  # noqa: F401  (the api_vmm fixture)
     wait_for,
 )
-from netns import NetNamespace, Wire
-
-TUNSETIFF = 0x400454CA
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
-IFF_VNET_HDR = 0x4000  # as Kata creates its TAPs (netlink TUNTAP_VNET_HDR); virtio-net needs it
-
-
-def _open_tap(name: str) -> int:
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
+from netns import NetNamespace, Wire, open_tap
 
 
 def _fds_of(pid: int) -> set[str]:
@@ -51,7 +34,7 @@ def _fds_of(pid: int) -> set[str]:
 
 def test_kata_like_sequence(api_vmm: ApiVmm, guest: Callable[[str], Path], netns: NetNamespace) -> None:
     try:
-        tap = netns.call(lambda: _open_tap("aovtap0"))
+        tap = netns.call(lambda: open_tap("aovtap0"))
     except OSError as e:
         pytest.fail(f"cannot create a TAP device (needs /dev/net/tun and CAP_NET_ADMIN): {e}")
     netns.run("ip", "link", "set", "aovtap0", "up")

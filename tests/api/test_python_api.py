@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 
 import aovisor
+from aovisor.config import NetConfig
 from aovisor.errors import ConfigError
 from aovisor.vmm.lifecycle import InvalidStateError
+from netns import NetNamespace, Wire, open_tap
 
 Guest = Callable[[str], Path]
 
@@ -32,6 +35,26 @@ def test_guest_test_in_ten_lines(guest: Guest) -> None:
         assert vm.wait(timeout=10) == 0
     assert vm.serial.text.endswith("ticker: power button\n")
     assert vm.state is None
+
+
+def test_a_nic_on_a_tap_passed_by_fd(guest: Guest, netns: NetNamespace) -> None:
+    """``nets=[NetConfig(fds=...)]``: the guest answers a frame sent on the TAP's far side."""
+    tap = netns.call(lambda: open_tap("aovtap1"))
+    netns.run("ip", "link", "set", "aovtap1", "up")
+    wire = Wire(netns, "aovtap1")
+    try:
+        nic = NetConfig(fds=(tap,), mac="52:54:00:aa:bb:02")
+        with aovisor.VM(kernel=guest("virtio_net"), memory="64M", nets=[nic]) as vm:
+            vm.serial.expect(r"virtio-net: mac 52:54:00:aa:bb:02")
+            vm.serial.expect(r"virtio-net: ready")
+            wire.send(b"PING from the Python API")
+            assert wire.receive()[14:] == b"PONG from the Python API"
+            vm.shutdown()
+    finally:
+        wire.close()
+        os.close(tap)
+    with pytest.raises(ConfigError, match="--net: mac"):
+        aovisor.VM(kernel=guest("virtio_net"), nets=["tap=x,mac=nope"])
 
 
 def test_wrong_state_and_bad_config_raise(guest: Guest) -> None:

@@ -19,10 +19,10 @@ from netns import GuestRun, NetNamespace
 Guest = Callable[[str], Path]
 
 
-def boot(hypervisor: str, kernel: Path, *args: str) -> tuple[int, str, str]:
+def boot(hypervisor: str, kernel: Path, *args: str, transport: str = "mmio") -> tuple[int, str, str]:
     proc = run_aovisor(
         ["--hypervisor", hypervisor, "--kernel", str(kernel), "--memory", "size=128M",
-         "--virtio-transport", "mmio", *args]
+         "--virtio-transport", transport, *args]
     )  # fmt: skip
     return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
 
@@ -44,6 +44,28 @@ def test_block_device_over_mmio_with_its_interrupt(hypervisor: str, guest: Guest
     assert out.startswith(head + "virtio-blk: mmio interrupt ok (gsi 16)\n"), out
     assert "write 17 sectors at 5: status 0\nflush: status 0\nverify: ok\n" in out
     assert image.read_bytes()[5 * 512 : 22 * 512] == pattern(17 * 512, 9)
+
+
+def test_windows_named_on_the_kernel_command_line(hypervisor: str, guest: Guest, tmp_path: Path) -> None:
+    """``mmio-cmdline``: the windows are named on the guest's command line, after the user's words (the
+    disk first, then the default rng), and the guest drives the disk it found there."""
+    rc, out, err = boot(hypervisor, guest("pvhinfo"), "--cmdline", "hello", transport="mmio-cmdline")
+    assert rc == 0, err
+    windows = "virtio_mmio.device=4K@0xe0000000:16"
+    assert "cmdline: hello virtio_mmio.device=4K@0xe0000000:16\n" in out, out  # the rng alone
+    image = tmp_path / "disk.img"
+    image.write_bytes(os.urandom(1 << 20))
+    rc, out, err = boot(
+        hypervisor, guest("virtio_blk"), "--disk", f"path={image},serial=CMDLINE-DISK",
+        "--cmdline", "op=write start=3 sectors=4 seed=2", transport="mmio-cmdline",
+    )  # fmt: skip
+    assert rc == 0, err
+    head = "virtio-blk: capacity 2048 sectors\nvirtio-blk: serial CMDLINE-DISK\n"
+    assert out.startswith(head + "virtio-blk: mmio interrupt ok (gsi 16)\n"), out
+    assert "verify: ok\n" in out
+    assert image.read_bytes()[3 * 512 : 7 * 512] == pattern(4 * 512, 2)
+    rc, out, err = boot(hypervisor, guest("pvhinfo"), "--disk", f"path={image}", transport="mmio-cmdline")
+    assert f"cmdline: {windows} virtio_mmio.device=4K@0xe0001000:17\n" in out, out
 
 
 def test_several_devices_each_in_its_window(hypervisor: str, guest: Guest, tmp_path: Path) -> None:

@@ -720,9 +720,10 @@ def _argument_parser() -> argparse.ArgumentParser:
     )
     vm.add_argument(
         "--virtio-transport",
-        choices=("pci", "mmio"),
-        metavar="pci|mmio",
-        help="how virtio devices appear: PCI functions (default) or MMIO windows described in ACPI",
+        choices=("pci", "mmio", "mmio-cmdline"),
+        metavar="pci|mmio|mmio-cmdline",
+        help="how virtio devices appear: PCI functions (default), MMIO windows described in ACPI, or MMIO "
+        "windows named on the kernel command line (virtio_mmio.device=, as Firecracker)",
     )
 
     control = parser.add_argument_group("control")

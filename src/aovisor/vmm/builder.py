@@ -174,7 +174,7 @@ def _attach_virtio(vm: VirtualMachine, device_id: str, device: VirtioDevice) -> 
     """Put ``device`` behind the transport the configuration chose (``--virtio-transport``)."""
     from aovisor.config import VirtioTransport
 
-    if vm.config.virtio_transport is VirtioTransport.MMIO:
+    if vm.config.virtio_transport in (VirtioTransport.MMIO, VirtioTransport.MMIO_CMDLINE):
         _attach_virtio_mmio(vm, device_id, device)
     else:
         _attach_virtio_pci(vm, device_id, device)
@@ -182,13 +182,13 @@ def _attach_virtio(vm: VirtualMachine, device_id: str, device: VirtioDevice) -> 
 
 def _attach_virtio_mmio(vm: VirtualMachine, device_id: str, device: VirtioDevice) -> None:
     """Put ``device`` in the next virtio-mmio window, on the next IOAPIC pin (its DSDT entry is made by
-    :func:`attach_acpi_tables`)."""
+    :func:`attach_acpi_tables`, or its command-line parameter by :func:`load_payload`)."""
     from aovisor.virtio.transport.mmio import VirtioMmioDevice
 
     vm.on_close(device.close)
     index = sum(isinstance(d, VirtioMmioDevice) for d in vm.devices.values())
     if index >= layout.VIRTIO_MMIO_MAX_DEVICES:
-        raise ConfigError(f"--virtio-transport mmio: at most {layout.VIRTIO_MMIO_MAX_DEVICES} devices")
+        raise ConfigError(f"--virtio-transport: at most {layout.VIRTIO_MMIO_MAX_DEVICES} virtio-mmio devices")
     base = layout.VIRTIO_MMIO_START + index * layout.VIRTIO_MMIO_WINDOW_SIZE
     transport = VirtioMmioDevice(
         device, memory=vm.memory, hv_vm=vm.hv_vm, base=base, gsi=layout.IRQ_VIRTIO_MMIO_FIRST + index
@@ -252,10 +252,24 @@ def load_payload(vm: VirtualMachine, rsdp_gpa: int) -> BootInfo:
     return load_kernel(
         vm.memory,
         payload.kernel,
-        cmdline=payload.cmdline,
+        cmdline=" ".join((payload.cmdline, *_virtio_mmio_cmdline(vm))).strip(),
         initramfs=payload.initramfs,
         rsdp_gpa=rsdp_gpa,
     )
+
+
+def _virtio_mmio_cmdline(vm: VirtualMachine) -> list[str]:
+    """``virtio_mmio.device=<size>@<base>:<irq>`` for each window with ``--virtio-transport mmio-cmdline``
+    (Linux's drivers/virtio/virtio_mmio.c command-line syntax)."""
+    from aovisor.config import VirtioTransport
+
+    if vm.config.virtio_transport is not VirtioTransport.MMIO_CMDLINE:
+        return []
+    from aovisor.virtio.transport.mmio import VirtioMmioDevice
+
+    windows = [d for d in vm.devices.values() if isinstance(d, VirtioMmioDevice)]
+    size = layout.VIRTIO_MMIO_WINDOW_SIZE
+    return [f"virtio_mmio.device={size >> 10}K@{d.base:#x}:{d.gsi}" for d in windows]
 
 
 def create_vcpus(vm: VirtualMachine, boot: BootInfo) -> None:

@@ -1,8 +1,9 @@
 """virtio-mmio, version 2 (virtio 1.2 §4.2): a 4 KiB register window and one interrupt line per device.
 
 The window is a :class:`BusDevice` on the MMIO bus; the guest finds it through the DSDT (:meth:`aml`), as
-on QEMU's microvm: a ``LNRO0005`` device whose ``_CRS`` gives the window and the interrupt.  (Debian's
-kernel has no ``virtio_mmio.device=`` command-line support, so ACPI is the way.)  Registers (§4.2.2)::
+on QEMU's microvm: a ``LNRO0005`` device whose ``_CRS`` gives the window and the interrupt (Debian's
+kernel has no ``virtio_mmio.device=`` command-line support), or with ``--virtio-transport mmio-cmdline``
+through that parameter, as on Firecracker.  Registers (§4.2.2)::
 
     0x000 MagicValue "virt"   0x004 Version 2        0x008 DeviceID     0x00c VendorID
     0x010 DeviceFeatures      0x014 DeviceFeaturesSel 0x020 DriverFeatures 0x024 DriverFeaturesSel

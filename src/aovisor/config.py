@@ -1,15 +1,18 @@
 """The VM configuration model: one set of records for the CLI, the API and (later) snapshots.
 
-The records are plain frozen dataclasses (no validation library to import: startup counts).  They hold
-*validated* values; parsing and validation with field-named errors happen in :mod:`aovisor.cli.options` (CLI
-grammar) and in :func:`VmConfig.validate` (cross-field rules).
+The records are :class:`typing.NamedTuple` classes: immutable, and cheap to import and create (neither a
+validation library nor :mod:`dataclasses`, which imports :mod:`inspect`: startup counts); change fields
+with ``record._replace(name=value)``.  Being tuples, two records of different types with equal values
+compare equal: compare fields, not records of different types.  They hold *validated* values; parsing and
+validation with field-named errors happen in :mod:`aovisor.cli.options` (CLI grammar) and in
+:func:`VmConfig.validate` (cross-field rules).
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from aovisor.errors import ConfigError
 
@@ -18,8 +21,7 @@ DEFAULT_MEMORY = 512 * MiB  # Cloud Hypervisor's default
 MAX_VCPUS = 254  # one xAPIC id per vCPU, 0xFF is broadcast
 
 
-@dataclass(frozen=True)
-class PayloadConfig:
+class PayloadConfig(NamedTuple):
     """What to boot: the kernel (ELF vmlinux or bzImage), its initramfs and command line."""
 
     kernel: Path
@@ -27,16 +29,14 @@ class PayloadConfig:
     cmdline: str = ""
 
 
-@dataclass(frozen=True)
-class CpusConfig:
+class CpusConfig(NamedTuple):
     """vCPUs at boot, and at most (the same: no hotplug yet)."""
 
     boot_vcpus: int = 1
     max_vcpus: int = 1
 
 
-@dataclass(frozen=True)
-class MemoryConfig:
+class MemoryConfig(NamedTuple):
     """Guest RAM, in bytes."""
 
     size: int = DEFAULT_MEMORY
@@ -53,16 +53,14 @@ class OutputMode(enum.Enum):
     SOCKET = "socket"
 
 
-@dataclass(frozen=True)
-class OutputConfig:
+class OutputConfig(NamedTuple):
     """Where a serial port or console goes; ``file`` only with :attr:`OutputMode.FILE`."""
 
     mode: OutputMode
     file: Path | None = None
 
 
-@dataclass(frozen=True)
-class DiskConfig:
+class DiskConfig(NamedTuple):
     """A virtio-blk disk (``--disk path=...``): a raw image file or block device."""
 
     path: Path
@@ -75,15 +73,13 @@ class DiskConfig:
 DEFAULT_RNG_SOURCE = Path("/dev/urandom")
 
 
-@dataclass(frozen=True)
-class RngConfig:
+class RngConfig(NamedTuple):
     """The virtio-rng device (``--rng src=...``), present by default as in Cloud Hypervisor."""
 
     src: Path = DEFAULT_RNG_SOURCE
 
 
-@dataclass(frozen=True)
-class NetConfig:
+class NetConfig(NamedTuple):
     """A virtio-net device on a host TAP (``--net tap=NAME,mac=,ip=,mask=`` or TAP fds from the API)."""
 
     tap: str | None = None  # interface name; None and no fds: a new TAP the kernel names (vmtapN)
@@ -96,8 +92,7 @@ class NetConfig:
     offload_tso: bool = True  # offer TCP segmentation offload in both directions (needs offload_csum)
 
 
-@dataclass(frozen=True)
-class VsockConfig:
+class VsockConfig(NamedTuple):
     """The virtio-vsock device (``--vsock cid=,socket=``): Cloud Hypervisor's hybrid vsock, whose host side
     is a Unix socket (``CONNECT <port>`` from the host; guest connections go to ``<socket>_<port>``)."""
 
@@ -120,19 +115,19 @@ class VirtioTransport(enum.Enum):
     MMIO_CMDLINE = "mmio-cmdline"
 
 
-@dataclass(frozen=True)
-class VmConfig:
+class VmConfig(NamedTuple):
     """The whole VM: every record above, as validated by :meth:`validate`."""
 
     payload: PayloadConfig
-    cpus: CpusConfig = field(default_factory=CpusConfig)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    # The defaults are shared instances, which is safe: every record is immutable.
+    cpus: CpusConfig = CpusConfig()
+    memory: MemoryConfig = MemoryConfig()
     # Until virtio-console exists the serial port is the only console, so it defaults to tty (CH: null).
-    serial: OutputConfig = field(default_factory=lambda: OutputConfig(OutputMode.TTY))
-    console: OutputConfig = field(default_factory=lambda: OutputConfig(OutputMode.OFF))
+    serial: OutputConfig = OutputConfig(OutputMode.TTY)
+    console: OutputConfig = OutputConfig(OutputMode.OFF)
     hypervisor: str | None = None  # "kvm" | "mshv" | None (probe)
     disks: tuple[DiskConfig, ...] = ()
-    rng: RngConfig | None = field(default_factory=RngConfig)
+    rng: RngConfig | None = RngConfig()
     nets: tuple[NetConfig, ...] = ()
     vsock: VsockConfig | None = None
     virtio_transport: VirtioTransport = VirtioTransport.PCI

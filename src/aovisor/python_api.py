@@ -157,13 +157,11 @@ class VM:
         that also gets the guest's output (``sys.stdout`` to watch it)."""
         self.config = _config(kernel, initramfs, cmdline, cpus, memory, disks, rng, hypervisor)
         if nets or vsock is not None:
-            from dataclasses import replace
-
             from aovisor.cli.main import net_config, vsock_config
 
             net_configs = tuple(n if not isinstance(n, str) else net_config(n) for n in nets)
             vsock_cfg = vsock_config(vsock) if isinstance(vsock, str) else vsock
-            self.config = replace(self.config, nets=net_configs, vsock=vsock_cfg)
+            self.config = self.config._replace(nets=net_configs, vsock=vsock_cfg)
             self.config.validate()
         self._console = Console(echo)
         self.serial = SerialStream(self._console)
@@ -301,8 +299,6 @@ def _config(
         disks=disk_configs,
     )
     if not rng:
-        from dataclasses import replace
-
-        config = replace(config, rng=None)
+        config = config._replace(rng=None)
     config.validate()
     return config

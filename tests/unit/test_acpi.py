@@ -110,7 +110,7 @@ def test_bad_extra_table_and_bad_placement_are_rejected() -> None:
     good = sdt(b"MCFG", 1, bytes(8))
     corrupted = good[:9] + bytes([good[9] ^ 1]) + good[10:]
     with pytest.raises(ValueError, match="checksum"):
-        AcpiConfig(n_cpus=1, extra_tables=(corrupted,))
+        build_acpi(AcpiConfig(n_cpus=1, extra_tables=(corrupted,)), BASE)
     with pytest.raises(ValueError, match="aligned"):
         build_acpi(AcpiConfig(n_cpus=1), BASE + 8)
     huge = aml.device("HUGE", aml.name("DATA", aml.buffer(bytes(0x20000))))
@@ -121,7 +121,7 @@ def test_bad_extra_table_and_bad_placement_are_rejected() -> None:
 @pytest.mark.parametrize("n_cpus", [0, 256])
 def test_cpu_count_outside_xapic_range_is_rejected(n_cpus: int) -> None:
     with pytest.raises(ValueError, match="vCPUs"):
-        AcpiConfig(n_cpus=n_cpus)
+        build_acpi(AcpiConfig(n_cpus=n_cpus), BASE)
 
 
 # --- MADT ----------------------------------------------------------------------------------------------

@@ -206,9 +206,7 @@ def definition_from_json(body: Any, *, check_files: bool = True) -> VmDefinition
     if console_obj is not None:
         replacements["console"] = _output(console_obj, ("Off", "Null"), hint="no virtio-console yet")
     if replacements:
-        from dataclasses import replace
-
-        config = replace(config, **replacements)
+        config = config._replace(**replacements)
     config.validate()  # the ranges were checked above, field by field: this is a second line of defence
     return VmDefinition(config, tuple(devices))
 

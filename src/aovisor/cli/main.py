@@ -312,8 +312,6 @@ def parse_namespace(argv: Sequence[str]) -> argparse.Namespace:
 
 def build_config(namespace: argparse.Namespace) -> VmConfig:
     """Turn parsed arguments into a validated :class:`VmConfig`; every error names its option."""
-    from dataclasses import replace
-
     from aovisor.config import OutputConfig, OutputMode, PayloadConfig, VirtioTransport, VmConfig
 
     # The option grammars first: they are pure syntax, and their errors point at the typo.
@@ -336,21 +334,21 @@ def build_config(namespace: argparse.Namespace) -> VmConfig:
     )
     config = VmConfig(payload=payload, hypervisor=hypervisor, disks=disks, nets=nets, vsock=vsock)
     if namespace.virtio_transport is not None:
-        config = replace(config, virtio_transport=VirtioTransport(namespace.virtio_transport))
+        config = config._replace(virtio_transport=VirtioTransport(namespace.virtio_transport))
     if rng is not None:
-        config = replace(config, rng=rng)
+        config = config._replace(rng=rng)
     if cpus is not None:
-        config = replace(config, cpus=cpus)
+        config = config._replace(cpus=cpus)
     if memory is not None:
-        config = replace(config, memory=memory)
+        config = config._replace(memory=memory)
     if serial is not None:
-        config = replace(config, serial=serial)
+        config = config._replace(serial=serial)
     if console is not None:
-        config = replace(config, console=console)
+        config = config._replace(console=console)
         if console.mode is OutputMode.TTY and serial is None:
             # The terminal goes to the virtio console, and the serial port to nowhere: Cloud Hypervisor's
             # defaults (serial null, console tty), which an explicit `--console tty` asks for.
-            config = replace(config, serial=OutputConfig(OutputMode.NULL))
+            config = config._replace(serial=OutputConfig(OutputMode.NULL))
     config.validate()
     return config
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 
 if TYPE_CHECKING:
     from aovisor.devices.bus import BusDevice
@@ -37,22 +36,72 @@ class VcpuExit(enum.Enum):
     SHUTDOWN = "shutdown"  # the guest powered off through the hypervisor (e.g. PSCI/system event)
 
 
-@dataclass
-class Segment:
+class _Record:
+    """Field-wise ``==``, a ``repr`` and :meth:`copy` for the mutable register records below.
+
+    They are small slotted classes rather than dataclasses: :mod:`dataclasses` imports :mod:`inspect`, which
+    alone costs more start-up time than the whole boot path needs these records for.  Each subclass names
+    its fields, in order, in ``_fields``, which is also its ``__slots__``.
+    """
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Record) or type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable (as a dataclass with eq)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__name__}({values})"
+
+    def copy(self) -> Self:
+        """A shallow copy (nested records are shared, as with ``dataclasses.replace``)."""
+        new = object.__new__(type(self))
+        for name in self._fields:
+            setattr(new, name, getattr(self, name))
+        return new
+
+
+class Segment(_Record):
     """A segment register with its hidden part (``struct kvm_segment``'s fields)."""
 
-    base: int = 0
-    limit: int = 0xFFFF
-    selector: int = 0
-    type: int = 0
-    present: bool = True
-    dpl: int = 0
-    db: bool = False
-    s: bool = True
-    l: bool = False  # noqa: E741 - the architectural name of the 64-bit code bit
-    g: bool = False
-    avl: bool = False
-    unusable: bool = False
+    _fields = ("base", "limit", "selector", "type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        base: int = 0,
+        limit: int = 0xFFFF,
+        selector: int = 0,
+        type: int = 0,
+        present: bool = True,
+        dpl: int = 0,
+        db: bool = False,
+        s: bool = True,
+        l: bool = False,  # noqa: E741 - the architectural name of the 64-bit code bit
+        g: bool = False,
+        avl: bool = False,
+        unusable: bool = False,
+    ) -> None:
+        self.base = base
+        self.limit = limit
+        self.selector = selector
+        self.type = type
+        self.present = present
+        self.dpl = dpl
+        self.db = db
+        self.s = s
+        self.l = l
+        self.g = g
+        self.avl = avl
+        self.unusable = unusable
 
     @classmethod
     def from_gdt_entry(cls, selector: int, entry: int) -> Segment:
@@ -75,72 +124,121 @@ class Segment:
         )
 
 
-@dataclass
-class DescriptorTable:
+class DescriptorTable(_Record):
     """GDTR or IDTR: base and limit."""
 
-    base: int = 0
-    limit: int = 0xFFFF
+    _fields = ("base", "limit")
+    __slots__ = _fields
+
+    def __init__(self, base: int = 0, limit: int = 0xFFFF) -> None:
+        self.base = base
+        self.limit = limit
 
 
-@dataclass
-class Regs:
+class Regs(_Record):
     """General-purpose registers, RIP and RFLAGS (bit 1 of RFLAGS is always 1)."""
 
-    rax: int = 0
-    rbx: int = 0
-    rcx: int = 0
-    rdx: int = 0
-    rsi: int = 0
-    rdi: int = 0
-    rsp: int = 0
-    rbp: int = 0
-    r8: int = 0
-    r9: int = 0
-    r10: int = 0
-    r11: int = 0
-    r12: int = 0
-    r13: int = 0
-    r14: int = 0
-    r15: int = 0
-    rip: int = 0
-    rflags: int = 0x2
+    _fields = (
+        "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+        "rip", "rflags",
+    )  # fmt: skip
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        rax: int = 0,
+        rbx: int = 0,
+        rcx: int = 0,
+        rdx: int = 0,
+        rsi: int = 0,
+        rdi: int = 0,
+        rsp: int = 0,
+        rbp: int = 0,
+        r8: int = 0,
+        r9: int = 0,
+        r10: int = 0,
+        r11: int = 0,
+        r12: int = 0,
+        r13: int = 0,
+        r14: int = 0,
+        r15: int = 0,
+        rip: int = 0,
+        rflags: int = 0x2,
+    ) -> None:
+        self.rax, self.rbx, self.rcx, self.rdx = rax, rbx, rcx, rdx
+        self.rsi, self.rdi, self.rsp, self.rbp = rsi, rdi, rsp, rbp
+        self.r8, self.r9, self.r10, self.r11 = r8, r9, r10, r11
+        self.r12, self.r13, self.r14, self.r15 = r12, r13, r14, r15
+        self.rip, self.rflags = rip, rflags
 
 
-@dataclass
-class SpecialRegs:
-    """Segment, descriptor-table and control registers, EFER and the APIC base."""
+class SpecialRegs(_Record):
+    """Segment, descriptor-table and control registers, EFER and the APIC base.
 
-    cs: Segment = field(default_factory=Segment)
-    ds: Segment = field(default_factory=Segment)
-    es: Segment = field(default_factory=Segment)
-    fs: Segment = field(default_factory=Segment)
-    gs: Segment = field(default_factory=Segment)
-    ss: Segment = field(default_factory=Segment)
-    tr: Segment = field(default_factory=Segment)
-    ldt: Segment = field(default_factory=Segment)
-    gdt: DescriptorTable = field(default_factory=DescriptorTable)
-    idt: DescriptorTable = field(default_factory=DescriptorTable)
-    cr0: int = 0
-    cr2: int = 0
-    cr3: int = 0
-    cr4: int = 0
-    cr8: int = 0
-    efer: int = 0
-    apic_base: int = 0
+    A segment or table left out is a new default one (never shared between two instances)."""
+
+    _fields = (
+        "cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt", "gdt", "idt",
+        "cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base",
+    )  # fmt: skip
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        cs: Segment | None = None,
+        ds: Segment | None = None,
+        es: Segment | None = None,
+        fs: Segment | None = None,
+        gs: Segment | None = None,
+        ss: Segment | None = None,
+        tr: Segment | None = None,
+        ldt: Segment | None = None,
+        gdt: DescriptorTable | None = None,
+        idt: DescriptorTable | None = None,
+        cr0: int = 0,
+        cr2: int = 0,
+        cr3: int = 0,
+        cr4: int = 0,
+        cr8: int = 0,
+        efer: int = 0,
+        apic_base: int = 0,
+    ) -> None:
+        self.cs = cs or Segment()
+        self.ds = ds or Segment()
+        self.es = es or Segment()
+        self.fs = fs or Segment()
+        self.gs = gs or Segment()
+        self.ss = ss or Segment()
+        self.tr = tr or Segment()
+        self.ldt = ldt or Segment()
+        self.gdt = gdt or DescriptorTable()
+        self.idt = idt or DescriptorTable()
+        self.cr0, self.cr2, self.cr3, self.cr4, self.cr8 = cr0, cr2, cr3, cr4, cr8
+        self.efer = efer
+        self.apic_base = apic_base
 
 
-@dataclass
-class CpuidEntry:
+class CpuidEntry(_Record):
     """One CPUID leaf (``function``) and subleaf (``index``) with its four output registers."""
 
-    function: int
-    index: int = 0
-    flags: int = 0
-    eax: int = 0
-    ebx: int = 0
-    ecx: int = 0
-    edx: int = 0
+    _fields = ("function", "index", "flags", "eax", "ebx", "ecx", "edx")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        function: int,
+        index: int = 0,
+        flags: int = 0,
+        eax: int = 0,
+        ebx: int = 0,
+        ecx: int = 0,
+        edx: int = 0,
+    ) -> None:
+        self.function = function
+        self.index = index
+        self.flags = flags
+        self.eax, self.ebx, self.ecx, self.edx = eax, ebx, ecx, edx
 
 
 class Vcpu(Protocol):

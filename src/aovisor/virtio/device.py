@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from aovisor.virtio.queue import QueueError, SplitQueue
@@ -54,13 +53,15 @@ class Interrupt(Protocol):
     def signal_config(self) -> None: ...
 
 
-@dataclass(frozen=True)
 class DeviceQueue:
-    """An enabled queue handed to an active device."""
+    """An enabled queue handed to an active device (a plain class: a NamedTuple's ``index`` is a method)."""
 
-    index: int
-    ring: SplitQueue
-    kick: int  # an eventfd the transport signals when the driver notifies this queue
+    __slots__ = ("index", "kick", "ring")
+
+    def __init__(self, index: int, ring: SplitQueue, kick: int) -> None:
+        self.index = index
+        self.ring = ring
+        self.kick = kick  # an eventfd the transport signals when the driver notifies this queue
 
 
 class VirtioDevice:

@@ -13,15 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from aovisor.config import NetConfig, VmConfig, VsockConfig
 
 
-@dataclass(frozen=True)
-class DeviceSpec:
+class DeviceSpec(NamedTuple):
     """One device as Cloud Hypervisor's JSON describes it (validated, defaults filled in)."""
 
     kind: str  # "net" | "vsock": the VmConfig JSON field it belongs to
@@ -62,16 +60,15 @@ class DeviceSpec:
                 os.close(fd)
 
 
-@dataclass(frozen=True)
-class VmDefinition:
+class VmDefinition(NamedTuple):
     config: VmConfig
-    devices: tuple[DeviceSpec, ...] = field(default=())
+    devices: tuple[DeviceSpec, ...] = ()
 
     def of_kind(self, kind: str) -> list[DeviceSpec]:
         return [d for d in self.devices if d.kind == kind]
 
     def with_device(self, device: DeviceSpec) -> VmDefinition:
-        return replace(self, devices=(*self.devices, device))
+        return self._replace(devices=(*self.devices, device))
 
     def boot_config(self) -> VmConfig:
         """The configuration the VM is built from: :attr:`config` with the kept devices added."""
@@ -79,9 +76,9 @@ class VmDefinition:
         vsocks = [d.vsock_config() for d in self.of_kind("vsock")]
         config = self.config
         if nets:
-            config = replace(config, nets=(*config.nets, *nets))
+            config = config._replace(nets=(*config.nets, *nets))
         if vsocks:
-            config = replace(config, vsock=vsocks[0])
+            config = config._replace(vsock=vsocks[0])
         return config
 
     def close(self) -> None:

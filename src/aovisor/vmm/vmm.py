@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import select
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aovisor import __version__
@@ -230,9 +229,9 @@ class Vmm:
         self.lifecycle.check(ADD_DEVICE)
         assert self.definition is not None
         self._check_new_id(disk.id)
-        config = replace(self.definition.config, disks=(*self.definition.config.disks, disk))
+        config = self.definition.config._replace(disks=(*self.definition.config.disks, disk))
         config.validate()
-        self.definition = replace(self.definition, config=config)
+        self.definition = self.definition._replace(config=config)
 
     def add_device(self, device: DeviceSpec) -> None:
         """Cold-plug a net or vsock device (``vm.add-net``, ``vm.add-vsock``) into the definition."""

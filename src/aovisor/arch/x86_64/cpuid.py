@@ -6,8 +6,6 @@ default.  Linux reads it from leaf 0xB (and 0x1F), leaf 1 and, on AMD, leaf 0x80
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from aovisor.hypervisor.base import CpuidEntry
 
 CPUID_FLAG_SIGNIFICANT_INDEX = 1
@@ -26,7 +24,7 @@ def vcpu_cpuid(supported: list[CpuidEntry], vcpu_index: int, vcpu_count: int) ->
     core_bits = _bits_for(vcpu_count)
     out: list[CpuidEntry] = []
     for e in supported:
-        e = replace(e)
+        e = e.copy()
         if e.function == 1:
             # EBX[31:24] initial APIC id, EBX[23:16] addressable logical processors per package.
             logical = 1 << core_bits if vcpu_count > 1 else 1

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
 
 from aovisor.arch.x86_64 import gdt, layout, paging
 from aovisor.hypervisor.base import DescriptorTable, Regs, Segment, SpecialRegs
@@ -26,11 +25,9 @@ EFER_LMA = 1 << 10
 def _write_gdt(mem: GuestMemory, entries: list[int], sregs: SpecialRegs) -> SpecialRegs:
     mem.write(layout.BOOT_GDT_START, struct.pack(f"<{len(entries)}Q", *entries))
     mem.write_u64(layout.BOOT_IDT_START, 0)
-    sregs = replace(
-        sregs,
-        gdt=DescriptorTable(layout.BOOT_GDT_START, len(entries) * 8 - 1),
-        idt=DescriptorTable(layout.BOOT_IDT_START, 7),
-    )
+    sregs = sregs.copy()
+    sregs.gdt = DescriptorTable(layout.BOOT_GDT_START, len(entries) * 8 - 1)
+    sregs.idt = DescriptorTable(layout.BOOT_IDT_START, 7)
     code = Segment.from_gdt_entry(gdt.CODE_SELECTOR, entries[1])
     data = Segment.from_gdt_entry(gdt.DATA_SELECTOR, entries[2])
     sregs.cs = code

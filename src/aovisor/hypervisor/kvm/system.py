@@ -73,7 +73,7 @@ class Kvm:
                 CpuidEntry(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
                 for e in entries[: header.nent]
             ]
-        return [CpuidEntry(**vars(e)) for e in self._cpuid]
+        return [e.copy() for e in self._cpuid]
 
     def create_vm(self) -> KvmVm:
         from aovisor.hypervisor.kvm.vm import KvmVm

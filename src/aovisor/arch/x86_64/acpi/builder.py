@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from aovisor.arch.x86_64 import layout
@@ -29,9 +28,10 @@ from aovisor.arch.x86_64.acpi.xsdt import build_xsdt
 _TABLE_ALIGNMENT = 16
 
 
-@dataclass(frozen=True)
-class AcpiConfig:
-    """What the ACPI tables describe.  Defaults are the platform in :mod:`aovisor.arch.x86_64.layout`."""
+class AcpiConfig(NamedTuple):
+    """What the ACPI tables describe.  Defaults are the platform in :mod:`aovisor.arch.x86_64.layout`.
+
+    :func:`build_acpi` checks it with :meth:`validate` first."""
 
     n_cpus: int
     """vCPUs, with APIC ids and ACPI processor UIDs 0..n_cpus-1."""
@@ -59,7 +59,8 @@ class AcpiConfig:
     extra_tables: tuple[bytes, ...] = ()
     """Complete tables (built with :func:`.tables.sdt`) to list in the XSDT after the FADT and MADT."""
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise :class:`ValueError` if the values cannot describe a platform."""
         if not 1 <= self.n_cpus <= MAX_XAPIC_CPUS:
             raise ValueError(f"ACPI: {self.n_cpus} vCPUs, expected 1 to {MAX_XAPIC_CPUS}")
         if not 0 <= self.ioapic_id <= 0xFE:
@@ -100,6 +101,7 @@ def build_acpi(cfg: AcpiConfig, base_gpa: int, *, end_gpa: int = layout.ACPI_END
     """Build every table for ``cfg``, placed at ``base_gpa``; the blob must end at or below ``end_gpa``."""
     if base_gpa % RSDP_ALIGNMENT:
         raise ValueError(f"ACPI: base {base_gpa:#x} is not {RSDP_ALIGNMENT}-byte aligned")
+    cfg.validate()
 
     root_terms = [dsdt.s5_package(), *cfg.dsdt_terms]
     sb_devices = [dsdt.processor_device(uid) for uid in range(cfg.n_cpus)]

@@ -98,10 +98,6 @@ def _imported_by(importtime: str, module: str) -> list[str]:
     not (os.path.exists("/dev/kvm") or os.path.exists("/dev/mshv")),
     reason="booting a guest needs a hypervisor",
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="aovisor.virtio.queue.QueueConfig is still a dataclass: remove this mark once it is not",
-)
 def test_booting_a_guest_loads_neither_dataclasses_nor_inspect(guest: Callable[[str], Path]) -> None:
     # dataclasses imports inspect (and with it ast, dis, tokenize...): ~12 ms of a ~80 ms budget, plus the
     # time to create each dataclass.  Records on the start path are NamedTuples or slotted classes instead.

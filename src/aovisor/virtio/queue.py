@@ -44,7 +44,6 @@ from __future__ import annotations
 import struct
 import threading
 from array import array
-from dataclasses import dataclass
 from itertools import takewhile
 from typing import TYPE_CHECKING
 
@@ -114,26 +113,22 @@ class DescriptorChain:
         )
 
 
-@dataclass
 class QueueConfig:
     """A queue as the driver programs it through a transport (common config or MMIO registers)."""
 
-    max_size: int
-    size: int = 0
-    enabled: bool = False
-    desc: int = 0
-    driver: int = 0  # the available ring
-    device: int = 0  # the used ring
-    vector: int = 0xFFFF  # MSI-X vector (VIRTIO_MSI_NO_VECTOR)
+    __slots__ = ("desc", "device", "driver", "enabled", "max_size", "size", "vector")
 
-    def __post_init__(self) -> None:
-        self.size = self.size or self.max_size
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.reset()
 
     def reset(self) -> None:
         self.size = self.max_size
         self.enabled = False
-        self.desc = self.driver = self.device = 0
-        self.vector = 0xFFFF
+        self.desc = 0
+        self.driver = 0  # the available ring
+        self.device = 0  # the used ring
+        self.vector = 0xFFFF  # MSI-X vector (VIRTIO_MSI_NO_VECTOR)
 
 
 class SplitQueue:

@@ -24,13 +24,6 @@ from aovisor.errors import AovisorError, ConfigError
 RunVm = Callable[[VmConfig], int]
 
 
-@pytest.fixture
-def kernel(tmp_path: Path) -> str:
-    path = tmp_path / "vmlinux"
-    path.write_bytes(b"\x7fELF" + bytes(60))
-    return str(path)
-
-
 @pytest.fixture(autouse=True)
 def no_env_hypervisor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AOVISOR_HYPERVISOR", raising=False)

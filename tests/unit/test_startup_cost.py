@@ -25,13 +25,6 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
 
 
-@pytest.fixture
-def kernel(tmp_path: Path) -> str:
-    path = tmp_path / "vmlinux"
-    path.write_bytes(b"\x7fELF" + bytes(60))
-    return str(path)
-
-
 @pytest.fixture(autouse=True)
 def restore_collector() -> object:
     enabled = gc.isenabled()

@@ -11,13 +11,6 @@ from aovisor.config import NetConfig, OutputConfig, OutputMode, VirtioTransport,
 from aovisor.errors import ConfigError
 
 
-@pytest.fixture
-def kernel(tmp_path: Path) -> str:
-    path = tmp_path / "vmlinux"
-    path.write_bytes(b"\x7fELF")
-    return str(path)
-
-
 def test_net_option_becomes_a_net_config(kernel: str) -> None:
     net = "tap=tap7,mac=52:54:00:AB:cd:01,ip=192.168.9.1,mask=255.255.255.0,id=n0"
     config = parse_args(["--kernel", kernel, "--net", net])

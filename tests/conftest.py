@@ -21,6 +21,14 @@ BACKENDS = ("kvm", "mshv")
 BACKEND_DEVICES = {"kvm": "/dev/kvm", "mshv": "/dev/mshv"}
 
 
+@pytest.fixture
+def kernel(tmp_path: Path) -> str:
+    """A file that passes the CLI's payload checks (it exists; it is not a bootable kernel)."""
+    path = tmp_path / "vmlinux"
+    path.write_bytes(b"\x7fELF" + bytes(60))
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def guest() -> Callable[[str], Path]:
     """Build (cached) and return the path of a guest program from guests/ by name."""

@@ -91,14 +91,12 @@ class NetNamespace:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
-TUNSETIFF = 0x400454CA  # include/uapi/linux/if_tun.h
-IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
-
-
 def open_tap(name: str) -> int:
     """A TAP fd as Kata makes them (netlink TUNTAP_VNET_HDR: virtio-net needs the vnet header), in the
     calling thread's namespace (use :meth:`NetNamespace.call`)."""
     import fcntl
+
+    from aovisor.virtio.devices.tap import IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUNSETIFF
 
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:

@@ -155,14 +155,7 @@ class VM:
         :class:`~aovisor.config.DiskConfig`; ``nets`` and ``vsock`` are in the CLI's grammar
         (``"tap=tap0,mac=..."``, ``"cid=3,socket=/run/v.sock"``) or config records; ``echo``: a text stream
         that also gets the guest's output (``sys.stdout`` to watch it)."""
-        self.config = _config(kernel, initramfs, cmdline, cpus, memory, disks, rng, hypervisor)
-        if nets or vsock is not None:
-            from aovisor.cli.main import net_config, vsock_config
-
-            net_configs = tuple(n if not isinstance(n, str) else net_config(n) for n in nets)
-            vsock_cfg = vsock_config(vsock) if isinstance(vsock, str) else vsock
-            self.config = self.config._replace(nets=net_configs, vsock=vsock_cfg)
-            self.config.validate()
+        self.config = _config(kernel, initramfs, cmdline, cpus, memory, disks, nets, vsock, rng, hypervisor)
         self._console = Console(echo)
         self.serial = SerialStream(self._console)
         self._vmm: Vmm | None = None
@@ -277,6 +270,8 @@ def _config(
     cpus: int,
     memory: int | str,
     disks: Sequence[str | Path | DiskConfig],
+    nets: Sequence[str | NetConfig],
+    vsock: str | VsockConfig | None,
     rng: bool,
     hypervisor: str | None,
 ) -> VmConfig:
@@ -298,6 +293,12 @@ def _config(
         hypervisor=hypervisor,
         disks=disk_configs,
     )
+    if nets or vsock is not None:  # the CLI's grammar for strings (its errors name --net / --vsock)
+        from aovisor.cli.main import net_config, vsock_config
+
+        net_configs = tuple(n if not isinstance(n, str) else net_config(n) for n in nets)
+        vsock_cfg = vsock_config(vsock) if isinstance(vsock, str) else vsock
+        config = config._replace(nets=net_configs, vsock=vsock_cfg)
     if not rng:
         config = config._replace(rng=None)
     config.validate()

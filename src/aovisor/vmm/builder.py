@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from aovisor.hypervisor.base import Hypervisor
     from aovisor.loader import BootInfo
     from aovisor.virtio.device import VirtioDevice
+    from aovisor.virtio.transport.mmio import VirtioMmioDevice
     from aovisor.vmm.serial_io import SerialEndpoint
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def _attach_virtio_mmio(vm: VirtualMachine, device_id: str, device: VirtioDevice
     from aovisor.virtio.transport.mmio import VirtioMmioDevice
 
     vm.on_close(device.close)
-    index = sum(isinstance(d, VirtioMmioDevice) for d in vm.devices.values())
+    index = len(_mmio_windows(vm))
     if index >= layout.VIRTIO_MMIO_MAX_DEVICES:
         raise ConfigError(f"--virtio-transport: at most {layout.VIRTIO_MMIO_MAX_DEVICES} virtio-mmio devices")
     base = layout.VIRTIO_MMIO_START + index * layout.VIRTIO_MMIO_WINDOW_SIZE
@@ -229,10 +230,7 @@ def attach_acpi_tables(vm: VirtualMachine) -> int:
 
     mmio_devices: list[bytes] = []
     if vm.config.virtio_transport is VirtioTransport.MMIO:
-        from aovisor.virtio.transport.mmio import VirtioMmioDevice
-
-        mmio = [d for d in vm.devices.values() if isinstance(d, VirtioMmioDevice)]
-        mmio_devices = [d.aml(uid) for uid, d in enumerate(mmio)]
+        mmio_devices = [d.aml(uid) for uid, d in enumerate(_mmio_windows(vm))]
     sb_devices = (*ged_aml(), pci_host_bridge(), *mmio_devices)
     blob = build_acpi(AcpiConfig(n_cpus=vm.config.cpus.boot_vcpus, sb_devices=sb_devices), layout.ACPI_START)
     vm.memory.write(layout.ACPI_START, blob.data)
@@ -265,11 +263,15 @@ def _virtio_mmio_cmdline(vm: VirtualMachine) -> list[str]:
 
     if vm.config.virtio_transport is not VirtioTransport.MMIO_CMDLINE:
         return []
+    size = layout.VIRTIO_MMIO_WINDOW_SIZE
+    return [f"virtio_mmio.device={size >> 10}K@{d.base:#x}:{d.gsi}" for d in _mmio_windows(vm)]
+
+
+def _mmio_windows(vm: VirtualMachine) -> list[VirtioMmioDevice]:
+    """The virtio-mmio transports attached so far, in window (and IOAPIC pin) order."""
     from aovisor.virtio.transport.mmio import VirtioMmioDevice
 
-    windows = [d for d in vm.devices.values() if isinstance(d, VirtioMmioDevice)]
-    size = layout.VIRTIO_MMIO_WINDOW_SIZE
-    return [f"virtio_mmio.device={size >> 10}K@{d.base:#x}:{d.gsi}" for d in windows]
+    return [d for d in vm.devices.values() if isinstance(d, VirtioMmioDevice)]
 
 
 def create_vcpus(vm: VirtualMachine, boot: BootInfo) -> None:

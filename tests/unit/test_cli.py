@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 import subprocess
@@ -20,6 +19,7 @@ from aovisor import __version__
 from aovisor.cli.main import main, parse_args
 from aovisor.config import DEFAULT_MEMORY, OutputConfig, OutputMode, VmConfig
 from aovisor.errors import AovisorError, ConfigError
+from aovisor.logs import get_logger
 
 RunVm = Callable[[VmConfig], int]
 
@@ -454,7 +454,7 @@ def test_bugs_are_not_hidden(runner: FakeRunner, kernel: str) -> None:
 
 
 def log_from_vm(config: VmConfig) -> int:
-    logger = logging.getLogger("aovisor.vmm.fake")
+    logger = get_logger("aovisor.vmm.fake")
     logger.debug("debug message")
     logger.info("info message")
     logger.warning("warning message")
@@ -506,7 +506,7 @@ def test_vcpu_thread_names_appear_in_the_log(
 
     def run_vm(config: VmConfig) -> int:
         thread = threading.Thread(
-            target=lambda: logging.getLogger("aovisor.vmm.vcpu").warning("stopped"), name="vcpu0"
+            target=lambda: get_logger("aovisor.vmm.vcpu").warning("stopped"), name="vcpu0"
         )
         thread.start()
         thread.join()

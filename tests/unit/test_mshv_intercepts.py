@@ -494,8 +494,9 @@ def feed(vcpu: MshvVcpu, messages: list[bytes]) -> list[int]:
     requests: list[int] = []
     queue = list(messages)
 
-    def run_vp(fd: int, request: int, address: int) -> int:
-        requests.append(request)
+    # Called as the real argtypes-free ioctl is: the request and the pointer as ctypes objects.
+    def run_vp(fd: int, request: ctypes.c_ulong, address: ctypes.c_void_p) -> int:
+        requests.append(request.value)
         if not queue:
             ctypes.set_errno(errno.EINTR)
             return -1

@@ -14,19 +14,19 @@ something); 501 a Cloud Hypervisor endpoint aovisor does not implement; 503 the 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aovisor.errors import AovisorError, ConfigError
+from aovisor.logs import get_logger
 from aovisor.vmm.controller import VmmShutDownError
 from aovisor.vmm.lifecycle import ConflictError, InvalidStateError, VmAlreadyCreatedError, VmNotCreatedError
 
 if TYPE_CHECKING:
     from aovisor.vmm.vmm import Vmm
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 API_ROOT = "/api/v1"
 

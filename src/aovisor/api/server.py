@@ -21,7 +21,6 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
-import logging
 import os
 import select
 import socket
@@ -33,12 +32,13 @@ from typing import TYPE_CHECKING
 import h11
 
 from aovisor.errors import ConfigError
+from aovisor.logs import get_logger
 
 if TYPE_CHECKING:
     from aovisor.api.routes import Response
     from aovisor.vmm.vmm import Vmm
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MAX_BODY = 4 << 20  # Cloud Hypervisor's HTTP_PAYLOAD_MAX_SIZE
 MAX_HEADERS = 64 << 10

@@ -222,7 +222,7 @@ def _run(args: list[str], started: float) -> int:
             return _print_version()
         api_socket = None if namespace.api_socket is None else api_socket_spec(namespace.api_socket)
         config = _config_unless_api_only(namespace, api_socket is not None)
-        log_handler = _setup_logging(namespace.verbose, namespace.log_file, started)
+        log_setup = _LogSetup(namespace.verbose, namespace.log_file, started)
     except _ParserExit as e:  # --help: argparse already printed it
         return e.status
     except AovisorError as e:
@@ -251,7 +251,7 @@ def _run(args: list[str], started: float) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
-        _teardown_logging(log_handler)
+        log_setup.close()
 
 
 def _config_unless_api_only(namespace: argparse.Namespace, api: bool) -> VmConfig | None:
@@ -800,45 +800,68 @@ def _fail(error: BaseException, status: int) -> int:
 _LOG_FORMAT = "%(ms)8.1fms %(levelname).1s %(origin)s: %(message)s"
 
 
-def _setup_logging(verbosity: int, log_file: str | None, started: float) -> logging.Handler:
-    """Log to stderr or ``log_file``: ``   12.3ms I vmm.runner: message`` (ms since :func:`main` started)."""
-    import logging
+class _LogSetup:
+    """The command line's log handler: stderr or ``--log-file``, at the level ``-v`` asks for.
 
-    def stamp(record: logging.LogRecord) -> bool:
-        record.ms = (record.created - started) * 1000
-        origin = record.name.removeprefix("aovisor.")
-        if record.threadName != "MainThread":
-            origin = f"{origin}[{record.threadName}]"  # vCPU threads are named vcpuN
-        record.origin = origin
-        return True
+    Without ``-v`` or ``--log-file`` only warnings and errors are shown, and a plain run has none: the handler
+    (and :mod:`logging` itself) is then set up by the first warning, never at start-up (see aovisor.logs).
+    """
 
-    handler: logging.Handler
-    if log_file is None:
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        try:
-            handler = logging.FileHandler(log_file, mode="w", encoding="utf-8")  # like CH: truncate
-        except OSError as e:
-            raise ConfigError(f"--log-file: cannot open {log_file!r}: {e.strerror}") from None
-        except ValueError:  # an embedded NUL
-            raise ConfigError(f"--log-file: {log_file!r} is not a valid path") from None
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-    handler.addFilter(stamp)
-    logger = logging.getLogger("aovisor")
-    logger.setLevel(logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
-    logger.addHandler(handler)
-    logger.info("%s v%s starting", PROG, __version__)
-    return handler
+    def __init__(self, verbosity: int, log_file: str | None, started: float) -> None:
+        from aovisor import logs  # not at the top: `--version` loads nothing beyond this module
 
+        self.level = logs.WARNING if verbosity == 0 else logs.INFO if verbosity == 1 else logs.DEBUG
+        self.log_file, self.started = log_file, started
+        self.handler: logging.Handler | None = None
+        if verbosity == 0 and log_file is None:
+            logs.defer_setup(self.level, self.install)
+        else:
+            self.install()
+            logs.get_logger("aovisor").info("%s v%s starting", PROG, __version__)
 
-def _teardown_logging(handler: logging.Handler) -> None:
-    import logging
+    def install(self) -> None:
+        """Log to stderr or the file: ``   12.3ms I vmm.runner: message`` (ms since :func:`main` started)."""
+        import logging
 
-    logging.getLogger("aovisor").removeHandler(handler)
-    handler.close()
+        started = self.started
+
+        def stamp(record: logging.LogRecord) -> bool:
+            record.ms = (record.created - started) * 1000
+            origin = record.name.removeprefix("aovisor.")
+            if record.threadName != "MainThread":
+                origin = f"{origin}[{record.threadName}]"  # vCPU threads are named vcpuN
+            record.origin = origin
+            return True
+
+        handler: logging.Handler
+        if self.log_file is None:
+            handler = logging.StreamHandler(sys.stderr)
+        else:
+            try:
+                handler = logging.FileHandler(self.log_file, mode="w", encoding="utf-8")  # like CH: truncate
+            except OSError as e:
+                raise ConfigError(f"--log-file: cannot open {self.log_file!r}: {e.strerror}") from None
+            except ValueError:  # an embedded NUL
+                raise ConfigError(f"--log-file: {self.log_file!r} is not a valid path") from None
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        handler.addFilter(stamp)
+        logger = logging.getLogger("aovisor")
+        logger.setLevel(self.level)
+        logger.addHandler(handler)
+        self.handler = handler
+
+    def close(self) -> None:
+        from aovisor import logs
+
+        logs.reset()  # main() may run again in this process (tests, the Python API)
+        if self.handler is not None:
+            import logging
+
+            logging.getLogger("aovisor").removeHandler(self.handler)
+            self.handler.close()
 
 
 def _log_traceback() -> None:
-    import logging
+    from aovisor import logs
 
-    logging.getLogger("aovisor").debug("error details", exc_info=True)
+    logs.get_logger("aovisor").debug("error details", exc_info=True)

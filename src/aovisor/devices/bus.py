@@ -8,11 +8,12 @@ not atomic under the GIL.
 from __future__ import annotations
 
 import bisect
-import logging
 import threading
 from typing import NamedTuple, Protocol
 
-log = logging.getLogger(__name__)
+from aovisor.logs import get_logger
+
+log = get_logger(__name__)
 
 
 class BusDevice(Protocol):
@@ -50,6 +51,8 @@ class Bus:
         # dict hit is cheaper than the bisection on the exit path.  Bounded, and cleared on every change.
         self._cache: dict[int, _Entry | None] = {}
         self.unhandled = 0  # count of accesses no device claimed
+        self._reported_reads: set[int] = set()  # unclaimed addresses already logged (see read())
+        self._reported_writes: set[int] = set()
 
     def insert(self, device: BusDevice, base: int, length: int) -> None:
         if length <= 0 or base < 0:
@@ -91,20 +94,35 @@ class Bus:
             self._cache[addr] = found
         return found
 
+    # read() and write() run on every guest exit: the cache lookup is inlined (one call frame less), and an
+    # unclaimed address is logged on its first access only (a guest polling one would flood the log and pay
+    # for a log call per exit); every access is counted in `unhandled`.
     def read(self, addr: int, size: int) -> int:
-        e = self._lookup(addr)
+        try:
+            e = self._cache[addr]
+        except KeyError:
+            e = self._lookup(addr)
         if e is None:
             self.unhandled += 1
-            log.debug("%s: unhandled read %#x/%d", self.name, addr, size)
+            if addr not in self._reported_reads and len(self._reported_reads) < _CACHE_LIMIT:
+                self._reported_reads.add(addr)
+                log.debug("%s: unhandled read %#x/%d (logged once per address)", self.name, addr, size)
             return (1 << (8 * size)) - 1
         with e.lock:
             return e.device.read(addr - e.base, size)
 
     def write(self, addr: int, size: int, value: int) -> None:
-        e = self._lookup(addr)
+        try:
+            e = self._cache[addr]
+        except KeyError:
+            e = self._lookup(addr)
         if e is None:
             self.unhandled += 1
-            log.debug("%s: unhandled write %#x/%d = %#x", self.name, addr, size, value)
+            if addr not in self._reported_writes and len(self._reported_writes) < _CACHE_LIMIT:
+                self._reported_writes.add(addr)
+                log.debug(
+                    "%s: unhandled write %#x/%d = %#x (logged once per address)", self.name, addr, size, value
+                )
             return
         with e.lock:
             e.device.write(addr - e.base, size, value)

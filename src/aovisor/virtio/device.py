@@ -18,18 +18,18 @@ config-change interrupt (virtio 1.2 §2.1.2); the VM keeps running and the drive
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from aovisor.logs import get_logger
 from aovisor.virtio.queue import QueueError, SplitQueue
 from aovisor.vmm.event_loop import EventLoop
 
 if TYPE_CHECKING:
     from aovisor.memory import GuestMemory
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Device-independent feature bits (virtio 1.2 §6).
 VIRTIO_F_INDIRECT_DESC = 1 << 28

@@ -6,11 +6,11 @@ Firecracker's ``builder.rs``).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from aovisor.arch.x86_64 import layout
 from aovisor.errors import ConfigError
+from aovisor.logs import get_logger
 from aovisor.memory import GuestMemory
 from aovisor.vmm.vm import VirtualMachine
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from aovisor.virtio.transport.mmio import VirtioMmioDevice
     from aovisor.vmm.serial_io import SerialEndpoint
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def build_vm(config: VmConfig, hypervisor: Hypervisor, serial: SerialEndpoint) -> VirtualMachine:

@@ -11,7 +11,6 @@ thread and wait for it: how a device reset is made synchronous with request proc
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import threading
@@ -20,8 +19,9 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from aovisor.hypervisor.syscalls import set_thread_name
+from aovisor.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

@@ -24,15 +24,15 @@ pipe is dropped (and logged).
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 
 from aovisor.errors import ConfigError
+from aovisor.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class EventMonitor:

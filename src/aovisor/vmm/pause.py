@@ -14,17 +14,17 @@ kvmclock (Linux) see no jump.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from aovisor.errors import AovisorError
+from aovisor.logs import get_logger
 
 if TYPE_CHECKING:
     from aovisor.vmm.vm import VirtualMachine
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PAUSE_TIMEOUT = 5.0  # seconds for every vCPU to park; a vCPU stuck in a device callback fails the pause
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import gc
-import logging
 from typing import TYPE_CHECKING
+
+from aovisor.logs import get_logger
 
 if TYPE_CHECKING:
     from aovisor.api.server import ApiSocketSpec
     from aovisor.config import VmConfig
     from aovisor.vmm.events import EventMonitor
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def run_vm(config: VmConfig) -> int:

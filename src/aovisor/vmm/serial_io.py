@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import os
 import sys
 import termios
@@ -17,8 +16,9 @@ from typing import Any
 
 from aovisor.config import OutputConfig, OutputMode
 from aovisor.errors import ConfigError
+from aovisor.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class SerialEndpoint:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import threading
 from typing import TYPE_CHECKING
 
 from aovisor.hypervisor.base import VcpuExit
 from aovisor.hypervisor.syscalls import set_thread_name
+from aovisor.logs import get_logger
 
 if TYPE_CHECKING:
     from aovisor.hypervisor.base import Vcpu
     from aovisor.vmm.vm import VirtualMachine
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class VcpuThread(threading.Thread):

@@ -8,7 +8,6 @@ vCPU thread.  The first request wins; every vCPU is then kicked out of the hyper
 from __future__ import annotations
 
 import enum
-import logging
 import signal
 import threading
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from aovisor.arch.x86_64 import layout
 from aovisor.devices.bus import Bus
+from aovisor.logs import get_logger
 from aovisor.vmm.allocators import AddressAllocator, GsiAllocator
 from aovisor.vmm.pause import PauseGate
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from aovisor.vmm.event_loop import Pausable
     from aovisor.vmm.vcpu import VcpuThread
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # The signal that kicks a vCPU thread out of KVM_RUN.  Its handler does nothing: the point is that the
 # blocking ioctl returns EINTR in that thread.  (A real-time signal, as Cloud Hypervisor uses SIGRTMIN.)

@@ -13,12 +13,12 @@ What ends the VMM, as in Cloud Hypervisor: ``vmm.shutdown``; the guest powering 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 from typing import TYPE_CHECKING, Any
 
 from aovisor import __version__
+from aovisor.logs import get_logger
 from aovisor.vmm.controller import Controller
 from aovisor.vmm.events import EventMonitor
 from aovisor.vmm.lifecycle import (
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from aovisor.vmm.serial_io import SerialEndpoint
     from aovisor.vmm.vm import VirtualMachine
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_VM_ERROR = 1

@@ -17,12 +17,12 @@ ignoring the request would hang the vCPU.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from aovisor.arch.x86_64 import layout
+from aovisor.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SLEEP_CONTROL = 0  # register offsets
 SLEEP_STATUS = 1

@@ -19,14 +19,14 @@ the OS reads the register accumulate in it and are handled by one ``_EVT`` run.
 from __future__ import annotations
 
 import enum
-import logging
 import threading
 
 from aovisor.arch.x86_64 import layout
 from aovisor.arch.x86_64.acpi import aml
 from aovisor.devices.irq import IrqLine
+from aovisor.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 EVENTS = 0  # register offset
 

@@ -22,13 +22,13 @@ the names below match Linux's ``drivers/input/serio/i8042.h``.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Callable
 
 from aovisor.devices.irq import IrqLine
+from aovisor.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DATA = 0  # offsets from the base port 0x60
 COMMAND = 4  # port 0x64

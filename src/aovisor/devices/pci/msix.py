@@ -12,13 +12,14 @@ The spec allows DWORD and aligned QWORD accesses to the table and PBA; anything 
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
 
-log = logging.getLogger(__name__)
+from aovisor.logs import get_logger
+
+log = get_logger(__name__)
 
 CAP_ID_MSIX = 0x11
 CAP_LENGTH = 12

@@ -19,12 +19,12 @@ absent devices read all-ones, the "master abort" the OS probes for.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from aovisor.devices.pci.config_space import ConfigSpace, PciFunction, valid_access
+from aovisor.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CONFIG_ADDRESS = 0  # offsets from 0xCF8
 RESET_CONTROL = 1  # 0xCF9

@@ -9,7 +9,6 @@ loop must act on.
 from __future__ import annotations
 
 import ctypes
-import logging
 import mmap
 import struct
 from typing import TYPE_CHECKING
@@ -26,11 +25,12 @@ from aovisor.hypervisor.base import (
 )
 from aovisor.hypervisor.kvm import abi
 from aovisor.hypervisor.syscalls import get_errno, ioctl, raw_ioctl_function
+from aovisor.logs import get_logger
 
 if TYPE_CHECKING:
     from aovisor.hypervisor.kvm.vm import KvmVm
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _EINTR = 4
 _EAGAIN = 11
@@ -38,6 +38,7 @@ _REG_NAMES = [field[0] for field in abi.kvm_regs._fields_]
 _SEG_NAMES = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
 _IO_STRUCT = struct.Struct(abi.KVM_RUN_IO_FORMAT)
 _MMIO_STRUCT = struct.Struct(abi.KVM_RUN_MMIO_FORMAT)
+_MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF, 8: (1 << 64) - 1}  # access size -> value mask
 
 
 class VcpuError(HypervisorError):
@@ -193,18 +194,19 @@ class KvmVcpu:
         """
         run = self._run
         fd = self.fd
-        kvm_ioctl = self._ioctl
+        kvm_ioctl, request = self._ioctl, ctypes.c_ulong(abi.KVM_RUN)  # see raw_ioctl_function
         exit_reason = self._exit_reason
         io_fields = _IO_STRUCT.unpack_from
         mmio_fields = _MMIO_STRUCT.unpack_from
         from_bytes = int.from_bytes
+        masks = _MASKS
         pio_read, pio_write = ops.pio_read, ops.pio_write
         mmio_read, mmio_write = ops.mmio_read, ops.mmio_write
         counts = self.exit_counts
-        kvm_run, exit_io, exit_mmio = abi.KVM_RUN, abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO
+        exit_io, exit_mmio = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO
         union, mmio_data = abi.KVM_RUN_EXIT_UNION_OFFSET, abi.KVM_RUN_MMIO_DATA_OFFSET
         while True:
-            if kvm_ioctl(fd, kvm_run, None) < 0:
+            if kvm_ioctl(fd, request, None) < 0:
                 err = get_errno()
                 if err in (_EINTR, _EAGAIN):
                     return VcpuExit.INTERRUPTED
@@ -213,27 +215,31 @@ class KvmVcpu:
             if reason == exit_io:
                 counts["io"] += 1
                 direction, size, port, count, offset = io_fields(run, union)
-                end = offset + size
-                if direction:  # KVM_EXIT_IO_OUT
-                    pio_write(port, size, from_bytes(run[offset:end], "little"))
-                    for _ in range(count - 1):  # string I/O (rep outs): the data follows
-                        offset, end = end, end + size
-                        pio_write(port, size, from_bytes(run[offset:end], "little"))
-                else:
-                    mask = (1 << (8 * size)) - 1
-                    for _ in range(count):
-                        run[offset:end] = (pio_read(port, size) & mask).to_bytes(size, "little")
-                        offset, end = end, end + size
+                if count == 1:  # the common case: one access, no loop
+                    if direction:  # KVM_EXIT_IO_OUT
+                        pio_write(port, size, from_bytes(run[offset : offset + size], "little"))
+                    else:
+                        run[offset : offset + size] = (pio_read(port, size) & masks[size]).to_bytes(
+                            size, "little"
+                        )
+                    continue
+                # String I/O (rep ins/outs): `count` accesses, their data one after the other.
+                for at in range(offset, offset + count * size, size):
+                    if direction:
+                        pio_write(port, size, from_bytes(run[at : at + size], "little"))
+                    else:
+                        run[at : at + size] = (pio_read(port, size) & masks[size]).to_bytes(size, "little")
             elif reason == exit_mmio:
                 counts["mmio"] += 1
                 addr, data, size, is_write = mmio_fields(run, union)
                 if size not in (1, 2, 4, 8):
                     raise VcpuError(f"vcpu{self.index}: MMIO access of {size} bytes at {addr:#x}")
                 if is_write:
-                    mmio_write(addr, size, data & ((1 << (8 * size)) - 1))
+                    mmio_write(addr, size, data & masks[size])
                 else:
-                    value = mmio_read(addr, size) & ((1 << (8 * size)) - 1)
-                    run[mmio_data : mmio_data + size] = value.to_bytes(size, "little")
+                    run[mmio_data : mmio_data + size] = (mmio_read(addr, size) & masks[size]).to_bytes(
+                        size, "little"
+                    )
             else:
                 counts["other"] += 1
                 return self._slow_exit(reason)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 from collections.abc import Sequence
 from typing import Protocol
@@ -22,8 +21,9 @@ from typing import Protocol
 from aovisor.errors import HypervisorError
 from aovisor.hypervisor.mshv import abi, hvcall
 from aovisor.hypervisor.syscalls import ioctl as _default_ioctl
+from aovisor.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Dialect(Protocol):

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING
 
 from aovisor.errors import HypervisorError
 from aovisor.hypervisor.mshv import dialect
+from aovisor.logs import get_logger
 
 if TYPE_CHECKING:
     from aovisor.hypervisor.mshv.vm import MshvVm
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MSHV_DEVICE = "/dev/mshv"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import mmap
 import os
 import struct
@@ -24,11 +23,12 @@ from aovisor.hypervisor.base import CpuidEntry, Regs, SpecialRegs, VcpuExit, VmO
 from aovisor.hypervisor.mshv import abi, intercepts, registers
 from aovisor.hypervisor.syscalls import get_errno, raw_ioctl_function
 from aovisor.hypervisor.x86_emulator.errors import GuestFault
+from aovisor.logs import get_logger
 
 if TYPE_CHECKING:
     from aovisor.hypervisor.mshv.vm import MshvVm
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _GPR_IDS = [abi.HV_X64_REGISTER_RAX + i for i in range(16)]
 _PAGE_GP = struct.Struct("<16Q")
@@ -147,8 +147,8 @@ class MshvVcpu:
         """Enter the guest until an exit the vCPU loop must see; intercepts are completed here."""
         if self.vm.time_frozen:
             self.vm.start_time()
-        msg, fd, address = self._msg, self.fd, self._msg_address
-        request = self._dialect.run_vp_request
+        msg, fd, address = self._msg, self.fd, ctypes.c_void_p(self._msg_address)
+        request = ctypes.c_ulong(self._dialect.run_vp_request)  # see raw_ioctl_function
         run_vp = self._ioctl
         counts = self.exit_counts
         while True:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-import logging
 import os
 import threading
 import time
@@ -24,12 +23,13 @@ from aovisor.devices.ioapic import IoApic
 from aovisor.errors import HypervisorError
 from aovisor.hypervisor.base import CpuidEntry
 from aovisor.hypervisor.mshv import abi
+from aovisor.logs import get_logger
 
 if TYPE_CHECKING:
     from aovisor.hypervisor.mshv.system import Mshv
     from aovisor.hypervisor.mshv.vcpu import MshvVcpu
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PAGE_SIZE = 4096
 

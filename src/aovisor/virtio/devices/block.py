@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import mmap
 import os
 import stat
@@ -26,13 +25,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aovisor.errors import AovisorError
+from aovisor.logs import get_logger
 from aovisor.virtio.device import DEVICE_TYPE_BLOCK, DeviceQueue, VirtioDevice
 from aovisor.virtio.queue import DescriptorChain, QueueError
 
 if TYPE_CHECKING:
     from aovisor.config import DiskConfig
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SECTOR_SIZE = 512
 SECTOR_SHIFT = 9

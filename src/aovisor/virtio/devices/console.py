@@ -15,7 +15,6 @@ the transmit queue, device-readable ones on the receive queue) is returned untou
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import struct
 import threading
@@ -23,12 +22,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from aovisor.logs import get_logger
 from aovisor.virtio.device import DEVICE_TYPE_CONSOLE, DeviceQueue, VirtioDevice
 
 if TYPE_CHECKING:
     from aovisor.virtio.queue import DescriptorChain
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 QUEUE_SIZE = 256
 RX_QUEUE = 0

@@ -29,12 +29,12 @@ VIRTIO_NET_F_GUEST_CSUM the kernel completes every checksum before the frame rea
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
+from aovisor.logs import get_logger
 from aovisor.virtio.device import DEVICE_TYPE_NET, DeviceQueue, VirtioDevice
 from aovisor.virtio.devices.tap import (
     TUN_F_CSUM,
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from aovisor.config import NetConfig
     from aovisor.virtio.queue import DescriptorChain, SplitQueue
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 QUEUE_SIZE = 256
 RX_QUEUE = 0

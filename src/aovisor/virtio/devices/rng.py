@@ -8,18 +8,18 @@ many bytes arrived, which the spec allows to be fewer than offered.  Requests ar
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING
 
 from aovisor.errors import AovisorError
+from aovisor.logs import get_logger
 from aovisor.virtio.device import DEVICE_TYPE_RNG, DeviceQueue, VirtioDevice
 from aovisor.virtio.queue import DescriptorChain
 
 if TYPE_CHECKING:
     from aovisor.config import RngConfig
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 QUEUE_SIZE = 256
 MAX_REQUEST = 64 * 1024

@@ -7,12 +7,12 @@ their own registers and say how an interrupt reaches the guest (an MSI-X vector,
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from aovisor.logs import get_logger
 from aovisor.virtio.device import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, DeviceQueue
 from aovisor.virtio.queue import QueueConfig, QueueError, SplitQueue
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from aovisor.memory import GuestMemory
     from aovisor.virtio.device import Interrupt, VirtioDevice
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Device status bits (§2.1).
 STATUS_ACKNOWLEDGE = 1

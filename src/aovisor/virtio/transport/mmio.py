@@ -23,11 +23,11 @@ the driver has not acknowledged yet needs no level to be kept.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING
 
 from aovisor.arch.x86_64.acpi import aml
+from aovisor.logs import get_logger
 from aovisor.virtio.transport.common import VirtioTransport, feature_word
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from aovisor.memory import GuestMemory
     from aovisor.virtio.device import VirtioDevice
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 WINDOW_SIZE = 0x1000
 MAGIC = 0x74726976  # "virt"

@@ -25,7 +25,6 @@ broken ring later) sets DEVICE_NEEDS_RESET and sends a config-change interrupt; 
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -38,6 +37,7 @@ from aovisor.devices.pci.msix import (
     NO_VECTOR,
     MsixVectors,
 )
+from aovisor.logs import get_logger
 from aovisor.virtio.transport.common import VirtioTransport, feature_word
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from aovisor.memory import GuestMemory
     from aovisor.virtio.device import VirtioDevice
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 VIRTIO_PCI_VENDOR_ID = 0x1AF4
 VIRTIO_PCI_DEVICE_ID_BASE = 0x1040

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import socket
 import stat
@@ -31,6 +30,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from aovisor.errors import AovisorError
+from aovisor.logs import get_logger
 from aovisor.virtio.device import DEVICE_TYPE_VSOCK, DeviceQueue, VirtioDevice
 from aovisor.virtio.devices.vsock.connection import BUF_ALLOC, Connection, State
 from aovisor.virtio.devices.vsock.packet import (
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from aovisor.config import VsockConfig
     from aovisor.virtio.queue import DescriptorChain, SplitQueue
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 QUEUE_SIZE = 256
 RX_QUEUE, TX_QUEUE, EVENT_QUEUE = 0, 1, 2

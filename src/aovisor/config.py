@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import NamedTuple
 
 from aovisor.errors import ConfigError
+from aovisor.lean_typing import NamedTuple
 
 MiB = 1 << 20
 DEFAULT_MEMORY = 512 * MiB  # Cloud Hypervisor's default

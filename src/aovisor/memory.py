@@ -13,9 +13,9 @@ import ctypes
 import mmap
 import struct
 from collections.abc import Iterator
-from typing import NamedTuple
 
 from aovisor.errors import GuestMemoryError
+from aovisor.lean_typing import NamedTuple
 
 
 class MemoryRegion(NamedTuple):

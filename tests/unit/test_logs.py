@@ -36,7 +36,8 @@ def test_without_deferred_setup_every_record_reaches_logging(caplog: pytest.LogC
         ("aovisor.test.logs", "ERROR", "x"),
     ]
     # The record names the caller, not aovisor/logs.py.
-    assert {r.funcName for r in caplog.records} == {"test_without_deferred_setup_every_record_reaches_logging"}
+    test_name = "test_without_deferred_setup_every_record_reaches_logging"
+    assert {r.funcName for r in caplog.records} == {test_name}
     assert caplog.records[-1].exc_info is not None and caplog.records[-1].exc_info[0] is RuntimeError
 
 

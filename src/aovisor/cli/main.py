@@ -5,7 +5,8 @@ or not-yet-supported option, missing kernel file...); 1 when starting or running
 Every user error is one line on stderr, ``aovisor: error: <message>``, never a traceback.
 
 Startup is benchmarked against QEMU, so imports are deferred: ``--version`` loads nothing but this module and
-the option grammar; argparse is imported to parse; the VMM only once the configuration is valid.
+the option grammar; argparse only for ``--help`` and command lines with errors (see aovisor.cli.arguments);
+the VMM only once the configuration is valid.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import sys
 import time
 
 from aovisor import __version__
+from aovisor.cli.arguments import HYPERVISOR_ENV, HYPERVISORS, PROG, ParserExit, parse_namespace
 from aovisor.cli.options import OptionParser, ParsedOptions
 from aovisor.errors import AovisorError, ConfigError
 
 # Annotation-only imports, kept off the startup path (mypy treats any `TYPE_CHECKING` name as true).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import argparse
     import logging
     from collections.abc import Sequence
     from pathlib import Path
+    from types import SimpleNamespace
     from typing import NoReturn
 
     from aovisor.api.server import ApiSocketSpec
@@ -41,9 +43,6 @@ if TYPE_CHECKING:
     )
     from aovisor.vmm.events import EventMonitor
 
-PROG = "aovisor"
-HYPERVISOR_ENV = "AOVISOR_HYPERVISOR"
-HYPERVISORS = ("kvm", "mshv")
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process ended by Ctrl-C
@@ -156,33 +155,6 @@ _VM_OPTIONS = (
 # The Cloud Hypervisor release whose interface `cloud-hypervisor --version` claims (see _print_version).
 CH_COMPATIBLE_VERSION = "28.0.0"
 
-# Cloud Hypervisor options that later work will implement.  They are not argparse arguments (building the
-# parser is on the startup path); an unrecognized argument that names one is reported as "not yet supported".
-LATER_OPTIONS = (
-    "--fs",
-    "--pmem",
-    "--restore",
-    "--firmware",
-    "--balloon",
-    "--device",
-    "--user-device",
-    "--vdpa",
-    "--numa",
-    "--memory-zone",
-    "--pci-segment",
-    "--platform",
-    "--tpm",
-    "--watchdog",
-    "--pvpanic",
-    "--rate-limit-group",
-    "--debug-console",
-    "--gdb",
-    "--landlock",
-    "--landlock-rules",
-    "--log-format",
-    "--no-shutdown",
-)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``aovisor`` with ``argv`` and return the exit status.
@@ -223,7 +195,7 @@ def _run(args: list[str], started: float) -> int:
         api_socket = None if namespace.api_socket is None else api_socket_spec(namespace.api_socket)
         config = _config_unless_api_only(namespace, api_socket is not None)
         log_setup = _LogSetup(namespace.verbose, namespace.log_file, started)
-    except _ParserExit as e:  # --help: argparse already printed it
+    except ParserExit as e:  # --help: argparse already printed it
         return e.status
     except AovisorError as e:
         return _fail(e, EXIT_USAGE)
@@ -254,7 +226,7 @@ def _run(args: list[str], started: float) -> int:
         log_setup.close()
 
 
-def _config_unless_api_only(namespace: argparse.Namespace, api: bool) -> VmConfig | None:
+def _config_unless_api_only(namespace: SimpleNamespace, api: bool) -> VmConfig | None:
     """The VM config; ``None`` when only the API is served (``--api-socket`` without ``--kernel``)."""
     if api and namespace.kernel is None:
         given = [f"--{name}" for name in _VM_OPTIONS if getattr(namespace, name, None)]
@@ -291,26 +263,11 @@ def parse_args(argv: Sequence[str]) -> VmConfig:
     """
     try:
         return build_config(parse_namespace(argv))
-    except _ParserExit as e:
+    except ParserExit as e:
         raise ConfigError(f"argument parsing stopped (status {e.status})") from None
 
 
-def parse_namespace(argv: Sequence[str]) -> argparse.Namespace:
-    """argparse's view of ``argv``; a usage error raises :class:`ConfigError` (argparse does not exit)."""
-    namespace, unrecognized = _argument_parser().parse_known_args(list(argv))
-    for token in unrecognized:
-        option = token.partition("=")[0]
-        if option in LATER_OPTIONS:
-            raise ConfigError(f"{option} is not yet supported")
-    if unrecognized:
-        raise ConfigError(f"unrecognized arguments: {' '.join(unrecognized)} (see {PROG} --help)")
-    # No seccomp filter is installed: exactly what Cloud Hypervisor's `--seccomp false` asks for.
-    if namespace.seccomp not in (None, "false"):
-        raise ConfigError(f"--seccomp {namespace.seccomp} is not yet supported (only --seccomp false)")
-    return namespace
-
-
-def build_config(namespace: argparse.Namespace) -> VmConfig:
+def build_config(namespace: SimpleNamespace) -> VmConfig:
     """Turn parsed arguments into a validated :class:`VmConfig`; every error names its option."""
     from aovisor.config import OutputConfig, OutputMode, PayloadConfig, VirtioTransport, VmConfig
 
@@ -626,138 +583,6 @@ def _readable_file(option: str, text: str) -> Path:
     if is_dir:
         raise ConfigError(f"{option}: {text!r} is a directory, not a file")
     return Path(text)
-
-
-class _ParserExit(Exception):
-    """argparse wanted to exit (after --help): carries the status instead of calling sys.exit."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-def _argument_parser() -> argparse.ArgumentParser:
-    import argparse
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> NoReturn:
-            raise ConfigError(f"{message} (see {PROG} --help)")
-
-        def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-            if message:
-                sys.stderr.write(message)
-            raise _ParserExit(status)
-
-    # argparse instantiates a formatter for every add_argument() and would import shutil each time just to
-    # read the terminal width: read it once, directly.
-    width = _terminal_width() - 2
-
-    class Formatter(argparse.RawDescriptionHelpFormatter):  # raw: the option list below is wrapped by hand
-        def __init__(self, prog: str) -> None:
-            super().__init__(prog, width=width)
-
-    parser = Parser(
-        prog=PROG,
-        formatter_class=Formatter,
-        description="Run a virtual machine. The options follow Cloud Hypervisor's command line. "
-        f"`{PROG} image build` builds the default Linux guest (see `{PROG} image build --help`).",
-        allow_abbrev=False,  # like CH: `--mem` is not `--memory`
-    )
-    add = parser.add_argument
-    add("-V", "--version", action="store_true", help=f"print '{PROG} vX.Y.Z' and exit")
-    add("-v", dest="verbose", action="count", default=0, help="more logging: -v info, -vv debug")
-    add("--log-file", metavar="PATH", help="write the log there instead of stderr")
-    add(
-        "--hypervisor",
-        choices=HYPERVISORS,
-        metavar="kvm|mshv",
-        help=f"backend (default: ${HYPERVISOR_ENV}, else probe kvm, mshv)",
-    )
-    add(
-        "--seccomp",
-        choices=("true", "false", "log", "errno"),
-        metavar="false",
-        help="only 'false' for now: no seccomp filter",
-    )
-
-    vm = parser.add_argument_group("virtual machine")
-    vm.add_argument("--kernel", metavar="PATH", help="guest kernel: ELF vmlinux (PVH) or bzImage")
-    vm.add_argument("--initramfs", metavar="PATH", help="initial ramdisk")
-    vm.add_argument("--cmdline", metavar="STR", help="kernel command line")
-    vm.add_argument("--cpus", metavar="boot=N[,max=N]", help="vCPUs (default boot=1)")
-    vm.add_argument(
-        "--memory",
-        metavar="size=SIZE",
-        help="guest RAM with K/M/G/T suffix (default size=512M)",
-    )
-    vm.add_argument("--serial", metavar="off|null|tty|file=PATH", help="COM1 output (default tty)")
-    vm.add_argument(
-        "--console",
-        metavar="off|null|tty|file=PATH",
-        help="virtio-console, the guest's hvc0 (default off; tty makes the serial port null unless --serial)",
-    )
-    vm.add_argument(
-        "--disk",
-        nargs="+",
-        action="extend",
-        metavar="path=IMAGE[,readonly=on,direct=on,id=,serial=]",
-        help="virtio-blk disk on a raw image (repeat for more disks)",
-    )
-    vm.add_argument("--rng", metavar="src=PATH", help="virtio-rng entropy source (default /dev/urandom)")
-    vm.add_argument(
-        "--net",
-        nargs="+",
-        action="extend",
-        metavar="tap=NAME[,mac=MAC,ip=IPV4,mask=IPV4,id=,fd=]",
-        help="virtio-net on a TAP (created if absent; ip/mask given to the host side; repeat for more)",
-    )
-    vm.add_argument(
-        "--vsock",
-        metavar="cid=N,socket=PATH",
-        help="virtio-vsock, host side on a Unix socket (CONNECT <port>; guest connections to PATH_<port>)",
-    )
-    vm.add_argument(
-        "--virtio-transport",
-        choices=("pci", "mmio", "mmio-cmdline"),
-        metavar="pci|mmio|mmio-cmdline",
-        help="how virtio devices appear: PCI functions (default), MMIO windows described in ACPI, or MMIO "
-        "windows named on the kernel command line (virtio_mmio.device=, as Firecracker)",
-    )
-
-    control = parser.add_argument_group("control")
-    control.add_argument(
-        "--api-socket",
-        metavar="path=PATH|fd=N",
-        help="serve the REST API (Cloud Hypervisor's, /api/v1) on this Unix socket; without --kernel, "
-        "wait for vm.create and vm.boot",
-    )
-    control.add_argument(
-        "--event-monitor", metavar="path=PATH|fd=N", help="write lifecycle events there (CH's JSON events)"
-    )
-
-    parser.add_argument_group("not yet supported (Cloud Hypervisor's)", _wrap(LATER_OPTIONS, 76))
-    return parser
-
-
-def _wrap(words: Sequence[str], width: int) -> str:
-    """``words`` joined by ", " in lines of at most ``width`` (textwrap would split "--event-monitor")."""
-    lines = [""]
-    for word in words:
-        if lines[-1] and len(lines[-1]) + len(word) + 2 > width:
-            lines.append("")
-        lines[-1] += f"{word}, " if word != words[-1] else word
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _terminal_width() -> int:
-    try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return os.get_terminal_size(sys.stdout.fileno()).columns
-    except (AttributeError, ValueError, OSError):
-        return 80
 
 
 def _print_version() -> int:

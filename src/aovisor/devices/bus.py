@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import bisect
 import threading
-from typing import NamedTuple, Protocol
 
+from aovisor.lean_typing import NamedTuple, Protocol
 from aovisor.logs import get_logger
 
 log = get_logger(__name__)

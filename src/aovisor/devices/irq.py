@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from aovisor.lean_typing import Protocol
 
 
 class IrqLine(Protocol):

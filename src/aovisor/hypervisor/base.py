@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Protocol, Self
+
+from aovisor.lean_typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from typing import ClassVar, Self
+
     from aovisor.devices.bus import BusDevice
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from aovisor.errors import HypervisorError
+from aovisor.lean_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from aovisor.hypervisor.base import Hypervisor

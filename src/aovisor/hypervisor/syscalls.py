@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any
+
+from aovisor.lean_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # Not ctypes.util.find_library: it runs ldconfig in a subprocess (tens of milliseconds of startup).
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, NamedTuple
 
 from aovisor.arch.x86_64.layout import CMDLINE_MAX_SIZE, CMDLINE_START, HIGH_RAM_START
 from aovisor.errors import GuestMemoryError, LoaderError
+from aovisor.lean_typing import TYPE_CHECKING, NamedTuple
 from aovisor.memory import GuestMemory
+
+if TYPE_CHECKING:
+    from typing import Literal
 
 ELF_MAGIC = b"\x7fELF"
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import NamedTuple
 
 from aovisor.errors import LoaderError
+from aovisor.lean_typing import NamedTuple
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import NamedTuple
 
 from aovisor.arch.x86_64.e820 import e820_map
 from aovisor.arch.x86_64.layout import (
@@ -30,6 +29,7 @@ from aovisor.arch.x86_64.pvh import (
     HvmStartInfo,
 )
 from aovisor.errors import LoaderError
+from aovisor.lean_typing import NamedTuple
 from aovisor.loader import BootInfo, low_ram_end, write_cmdline
 from aovisor.loader.elf import PT_LOAD, PT_NOTE, read_elf
 from aovisor.loader.initrd import load_initramfs, read_exact_into

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import NamedTuple
 
 from aovisor.errors import LoaderError
+from aovisor.lean_typing import NamedTuple
 from aovisor.memory import GuestMemory
 
 PAGE_SIZE = 4096

@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
 
+from aovisor.lean_typing import TYPE_CHECKING, Protocol
 from aovisor.logs import get_logger
 from aovisor.virtio.queue import QueueError, SplitQueue
 from aovisor.vmm.event_loop import EventLoop

@@ -45,9 +45,9 @@ import struct
 import threading
 from array import array
 from itertools import takewhile
-from typing import TYPE_CHECKING
 
 from aovisor.errors import GuestMemoryError
+from aovisor.lean_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from aovisor.memory import GuestMemory

@@ -6,10 +6,9 @@ Firecracker's ``builder.rs``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aovisor.arch.x86_64 import layout
 from aovisor.errors import ConfigError
+from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
 from aovisor.memory import GuestMemory
 from aovisor.vmm.vm import VirtualMachine

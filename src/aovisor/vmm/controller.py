@@ -17,11 +17,14 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from aovisor.errors import AovisorError
+from aovisor.lean_typing import TYPE_CHECKING
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
 class VmmShutDownError(AovisorError):

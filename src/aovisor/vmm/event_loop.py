@@ -16,14 +16,18 @@ import select
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, TypeVar
 
 from aovisor.hypervisor.syscalls import set_thread_name
+from aovisor.lean_typing import TYPE_CHECKING, Protocol
 from aovisor.logs import get_logger
+
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 log = get_logger(__name__)
 
-T = TypeVar("T")
 
 STOP_TIMEOUT = 5.0  # seconds to wait for a loop thread to finish its current handler
 

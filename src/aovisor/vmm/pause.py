@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from aovisor.errors import AovisorError
+from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
 
 if TYPE_CHECKING:

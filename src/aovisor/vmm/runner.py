@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING
 
+from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
 
 if TYPE_CHECKING:

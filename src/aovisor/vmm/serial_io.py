@@ -12,11 +12,14 @@ import sys
 import termios
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from aovisor.config import OutputConfig, OutputMode
 from aovisor.errors import ConfigError
+from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
+
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 

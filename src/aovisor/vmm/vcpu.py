@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import TYPE_CHECKING
 
 from aovisor.hypervisor.base import VcpuExit
 from aovisor.hypervisor.syscalls import set_thread_name
+from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
 
 if TYPE_CHECKING:

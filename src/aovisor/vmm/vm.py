@@ -11,10 +11,10 @@ import enum
 import signal
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
 
 from aovisor.arch.x86_64 import layout
 from aovisor.devices.bus import Bus
+from aovisor.lean_typing import TYPE_CHECKING, NamedTuple
 from aovisor.logs import get_logger
 from aovisor.vmm.allocators import AddressAllocator, GsiAllocator
 from aovisor.vmm.pause import PauseGate

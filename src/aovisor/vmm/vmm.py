@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-from typing import TYPE_CHECKING, Any
 
 from aovisor import __version__
+from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
 from aovisor.vmm.controller import Controller
 from aovisor.vmm.events import EventMonitor
@@ -30,6 +30,8 @@ from aovisor.vmm.lifecycle import (
 )
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from aovisor.config import DiskConfig, VmConfig
     from aovisor.hypervisor.base import Hypervisor
     from aovisor.vmm.definition import DeviceSpec, VmDefinition

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from aovisor.arch.x86_64.layout import EBDA_START, HIGH_RAM_START
+from aovisor.lean_typing import NamedTuple
 
 
 class E820Type(enum.IntEnum):

@@ -13,7 +13,7 @@ accesses arrive with the PCI root's bus lock held; a function whose state is als
 
 from __future__ import annotations
 
-from typing import Protocol
+from aovisor.lean_typing import Protocol
 
 CONFIG_SPACE_SIZE = 256
 

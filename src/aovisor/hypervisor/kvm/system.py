@@ -5,12 +5,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import TYPE_CHECKING
 
 from aovisor.errors import HypervisorError
 from aovisor.hypervisor.base import CpuidEntry
 from aovisor.hypervisor.kvm import abi
 from aovisor.hypervisor.syscalls import ioctl
+from aovisor.lean_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from aovisor.hypervisor.kvm.vm import KvmVm

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import mmap
 import struct
-from typing import TYPE_CHECKING
 
 from aovisor.errors import HypervisorError
 from aovisor.hypervisor.base import (
@@ -25,6 +24,7 @@ from aovisor.hypervisor.base import (
 )
 from aovisor.hypervisor.kvm import abi
 from aovisor.hypervisor.syscalls import get_errno, ioctl, raw_ioctl_function
+from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
 
 if TYPE_CHECKING:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from aovisor.arch.x86_64 import layout
 from aovisor.hypervisor.base import CpuidEntry
 from aovisor.hypervisor.kvm import abi
 from aovisor.hypervisor.syscalls import ioctl
+from aovisor.lean_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from aovisor.hypervisor.kvm.system import Kvm

@@ -9,9 +9,9 @@ many bytes arrived, which the spec allows to be fewer than offered.  Requests ar
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from aovisor.errors import AovisorError
+from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
 from aovisor.virtio.device import DEVICE_TYPE_RNG, DeviceQueue, VirtioDevice
 from aovisor.virtio.queue import DescriptorChain

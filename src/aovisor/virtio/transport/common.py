@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
 from aovisor.virtio.device import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, DeviceQueue
 from aovisor.virtio.queue import QueueConfig, QueueError, SplitQueue

@@ -26,7 +26,6 @@ broken ring later) sets DEVICE_NEEDS_RESET and sends a config-change interrupt; 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from aovisor.devices.pci import config_space as pci
 from aovisor.devices.pci.config_space import ConfigSpace
@@ -37,6 +36,7 @@ from aovisor.devices.pci.msix import (
     NO_VECTOR,
     MsixVectors,
 )
+from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
 from aovisor.virtio.transport.common import VirtioTransport, feature_word
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from aovisor.arch.x86_64 import layout
 from aovisor.arch.x86_64.acpi import dsdt
@@ -24,6 +23,7 @@ from aovisor.arch.x86_64.acpi.madt import MAX_XAPIC_CPUS, build_madt
 from aovisor.arch.x86_64.acpi.rsdp import RSDP_ALIGNMENT, RSDP_SIZE, build_rsdp
 from aovisor.arch.x86_64.acpi.tables import SDT_HEADER_SIZE, checksum
 from aovisor.arch.x86_64.acpi.xsdt import build_xsdt
+from aovisor.lean_typing import NamedTuple
 
 _TABLE_ALIGNMENT = 16
 

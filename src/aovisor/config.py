@@ -1,17 +1,17 @@
 """The VM configuration model: one set of records for the CLI, the API and (later) snapshots.
 
-The records are :class:`typing.NamedTuple` classes: immutable, and cheap to import and create (neither a
-validation library nor :mod:`dataclasses`, which imports :mod:`inspect`: startup counts); change fields
-with ``record._replace(name=value)``.  Being tuples, two records of different types with equal values
-compare equal: compare fields, not records of different types.  They hold *validated* values; parsing and
-validation with field-named errors happen in :mod:`aovisor.cli.options` (CLI grammar) and in
-:func:`VmConfig.validate` (cross-field rules).
+The records are named tuples (:mod:`aovisor.lean_typing`): immutable, and cheap to import and create
+(neither a validation library nor :mod:`dataclasses`, which imports :mod:`inspect`: startup counts);
+change fields with ``record._replace(name=value)``.  Being tuples, two records of different types with
+equal values compare equal: compare fields, not records of different types.  File paths are ``str``, as
+the user gave them (:mod:`pathlib` costs start-up time, and ``os.open`` is all the VMM does with them).
+They hold *validated* values; parsing and validation with field-named errors happen in
+:mod:`aovisor.cli.options` (CLI grammar) and in :func:`VmConfig.validate` (cross-field rules).
 """
 
 from __future__ import annotations
 
 import enum
-from pathlib import Path
 
 from aovisor.errors import ConfigError
 from aovisor.lean_typing import NamedTuple
@@ -24,8 +24,8 @@ MAX_VCPUS = 254  # one xAPIC id per vCPU, 0xFF is broadcast
 class PayloadConfig(NamedTuple):
     """What to boot: the kernel (ELF vmlinux or bzImage), its initramfs and command line."""
 
-    kernel: Path
-    initramfs: Path | None = None
+    kernel: str
+    initramfs: str | None = None
     cmdline: str = ""
 
 
@@ -57,26 +57,26 @@ class OutputConfig(NamedTuple):
     """Where a serial port or console goes; ``file`` only with :attr:`OutputMode.FILE`."""
 
     mode: OutputMode
-    file: Path | None = None
+    file: str | None = None
 
 
 class DiskConfig(NamedTuple):
     """A virtio-blk disk (``--disk path=...``): a raw image file or block device."""
 
-    path: Path
+    path: str
     readonly: bool = False
     direct: bool = False  # O_DIRECT: bypass the host page cache
     id: str | None = None
     serial: str | None = None  # what VIRTIO_BLK_T_GET_ID returns (20 bytes at most); default: the id
 
 
-DEFAULT_RNG_SOURCE = Path("/dev/urandom")
+DEFAULT_RNG_SOURCE = "/dev/urandom"
 
 
 class RngConfig(NamedTuple):
     """The virtio-rng device (``--rng src=...``), present by default as in Cloud Hypervisor."""
 
-    src: Path = DEFAULT_RNG_SOURCE
+    src: str = DEFAULT_RNG_SOURCE
 
 
 class NetConfig(NamedTuple):
@@ -97,7 +97,7 @@ class VsockConfig(NamedTuple):
     is a Unix socket (``CONNECT <port>`` from the host; guest connections go to ``<socket>_<port>``)."""
 
     cid: int
-    socket: Path
+    socket: str
     id: str | None = None
 
 

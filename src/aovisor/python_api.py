@@ -22,6 +22,7 @@ main thread, so the first :meth:`VM.start` must happen on the main thread.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -282,10 +283,12 @@ def _config(
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{what}: {str(path)!r} is not a readable file")
     size = parse_size(memory) if isinstance(memory, str) else memory
-    disk_configs = tuple(d if isinstance(d, DiskConfig) else DiskConfig(path=Path(d)) for d in disks)
+    disk_configs = tuple(d if isinstance(d, DiskConfig) else DiskConfig(path=os.fspath(d)) for d in disks)
     config = VmConfig(
         payload=PayloadConfig(
-            kernel=Path(kernel), initramfs=None if initramfs is None else Path(initramfs), cmdline=cmdline
+            kernel=os.fspath(kernel),
+            initramfs=None if initramfs is None else os.fspath(initramfs),
+            cmdline=cmdline,
         ),
         cpus=CpusConfig(boot_vcpus=cpus, max_vcpus=cpus),
         memory=MemoryConfig(size=size),

@@ -160,7 +160,7 @@ def test_path_with_nul_byte(capsys: pytest.CaptureFixture[str], kernel: str, opt
 def test_kernel_may_be_a_fifo_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "kernel.fifo"
     os.mkfifo(fifo)
-    assert parse_args(["--kernel", str(fifo)]).payload.kernel == fifo
+    assert parse_args(["--kernel", str(fifo)]).payload.kernel == str(fifo)
 
 
 # --- building the VmConfig -------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_kernel_may_be_a_fifo_without_blocking(tmp_path: Path) -> None:
 
 def test_defaults(kernel: str) -> None:
     config = parse_args(["--kernel", kernel])
-    assert config.payload.kernel == Path(kernel)
+    assert config.payload.kernel == kernel
     assert config.payload.initramfs is None
     assert config.payload.cmdline == ""
     assert (config.cpus.boot_vcpus, config.cpus.max_vcpus) == (1, 1)
@@ -196,11 +196,11 @@ def test_every_supported_option(kernel: str, tmp_path: Path) -> None:
             "--seccomp", "false",
         ]
     )  # fmt: skip
-    assert config.payload.initramfs == initrd
+    assert config.payload.initramfs == str(initrd)
     assert config.payload.cmdline == "console=ttyS0 reboot=k panic=1"
     assert (config.cpus.boot_vcpus, config.cpus.max_vcpus) == (4, 4)
     assert config.memory.size == 2 << 30
-    assert config.serial == OutputConfig(OutputMode.FILE, tmp_path / "serial.log")
+    assert config.serial == OutputConfig(OutputMode.FILE, f"{tmp_path}/serial.log")
     assert config.console == OutputConfig(OutputMode.NULL)
     assert config.hypervisor == "kvm"
 
@@ -254,8 +254,8 @@ def test_cpus_boot_in_hex(kernel: str) -> None:
         ("off", OutputConfig(OutputMode.OFF)),
         ("null", OutputConfig(OutputMode.NULL)),
         ("tty", OutputConfig(OutputMode.TTY)),
-        ("file=/var/log/vm.log", OutputConfig(OutputMode.FILE, Path("/var/log/vm.log"))),
-        ('file="/tmp/a,b.log"', OutputConfig(OutputMode.FILE, Path("/tmp/a,b.log"))),
+        ("file=/var/log/vm.log", OutputConfig(OutputMode.FILE, "/var/log/vm.log")),
+        ('file="/tmp/a,b.log"', OutputConfig(OutputMode.FILE, "/tmp/a,b.log")),
     ],
 )
 def test_serial_modes(kernel: str, text: str, expected: OutputConfig) -> None:

@@ -47,7 +47,7 @@ def test_two_nets_and_ids(kernel: str) -> None:
 def test_vsock_option(kernel: str, tmp_path: Path) -> None:
     sock = tmp_path / "v.sock"
     config = parse_args(["--kernel", kernel, "--vsock", f"cid=42,socket={sock}"])
-    assert config.vsock == VsockConfig(cid=42, socket=sock)
+    assert config.vsock == VsockConfig(cid=42, socket=str(sock))
     with pytest.raises(ConfigError, match="--vsock: cid: 4294967295 is reserved or too large"):
         parse_args(["--kernel", kernel, "--vsock", f"cid=4294967295,socket={sock}"])
 
@@ -57,9 +57,9 @@ def test_console_tty_takes_the_terminal_from_the_serial_port(kernel: str, tmp_pa
     assert (config.console.mode, config.serial.mode) == (OutputMode.TTY, OutputMode.NULL)
     log = tmp_path / "serial.log"
     config = parse_args(["--kernel", kernel, "--console", "tty", "--serial", f"file={log}"])
-    assert config.serial == OutputConfig(OutputMode.FILE, log)
+    assert config.serial == OutputConfig(OutputMode.FILE, str(log))
     config = parse_args(["--kernel", kernel, "--console", f"file={log}"])
-    assert (config.console, config.serial.mode) == (OutputConfig(OutputMode.FILE, log), OutputMode.TTY)
+    assert (config.console, config.serial.mode) == (OutputConfig(OutputMode.FILE, str(log)), OutputMode.TTY)
 
 
 def test_virtio_transport(kernel: str) -> None:

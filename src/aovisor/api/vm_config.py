@@ -212,8 +212,6 @@ def definition_from_json(body: Any, *, check_files: bool = True) -> VmDefinition
 
 
 def _payload(top: _Object, check_files: bool) -> Any:
-    from pathlib import Path
-
     from aovisor.config import PayloadConfig
 
     obj = top.get_object("payload")
@@ -230,9 +228,7 @@ def _payload(top: _Object, check_files: bool) -> Any:
         _check_readable(obj, "kernel", kernel)
         if initramfs is not None:
             _check_readable(obj, "initramfs", initramfs)
-    return PayloadConfig(
-        kernel=Path(kernel), initramfs=None if initramfs is None else Path(initramfs), cmdline=cmdline or ""
-    )
+    return PayloadConfig(kernel=kernel, initramfs=initramfs, cmdline=cmdline or "")
 
 
 def _check_readable(obj: _Object, key: str, path: str) -> None:
@@ -308,8 +304,6 @@ _CONSOLE_MODES = ("Off", "Pty", "Tty", "File", "Socket", "Null")
 
 
 def _output(obj: _Object, supported: Sequence[str], hint: str = "") -> OutputConfig:
-    from pathlib import Path
-
     from aovisor.config import OutputConfig, OutputMode
 
     mode = obj.get_enum("mode", _CONSOLE_MODES)
@@ -328,7 +322,7 @@ def _output(obj: _Object, supported: Sequence[str], hint: str = "") -> OutputCon
     if mode == "File":
         if not file:
             raise obj.error("file", "is required with mode File")
-        return OutputConfig(OutputMode.FILE, Path(file))
+        return OutputConfig(OutputMode.FILE, file)
     return OutputConfig(OutputMode(mode.lower()))
 
 
@@ -388,8 +382,6 @@ def _pci_common(obj: _Object) -> str | None:
 
 def disk_from_json(body: Any, *, path: str = "disk", check_files: bool = True) -> DiskConfig:
     """A :class:`DiskConfig` from CH's ``DiskConfig`` JSON (``vm.create``'s ``disks[]``, ``vm.add-disk``)."""
-    from pathlib import Path
-
     from aovisor.config import DiskConfig
 
     obj = _Object(body, path)
@@ -416,12 +408,10 @@ def disk_from_json(body: Any, *, path: str = "disk", check_files: bool = True) -
     obj.default_only("sparse", True)
     obj.get_enum("lock_granularity", ("ByteRange", "Full"))
     obj.finish()
-    return DiskConfig(path=Path(disk_path), readonly=readonly, direct=direct, id=ident, serial=serial)
+    return DiskConfig(path=disk_path, readonly=readonly, direct=direct, id=ident, serial=serial)
 
 
 def _rng(obj: _Object, check_files: bool) -> RngConfig:
-    from pathlib import Path
-
     from aovisor.config import RngConfig
 
     _pci_common(obj)
@@ -430,7 +420,7 @@ def _rng(obj: _Object, check_files: bool) -> RngConfig:
     if check_files:
         _check_readable(obj, "src", src)
     obj.finish()
-    return RngConfig(src=Path(src))
+    return RngConfig(src=src)
 
 
 def _net(obj: _Object) -> dict[str, Any]:

@@ -26,7 +26,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
     from collections.abc import Sequence
-    from pathlib import Path
     from types import SimpleNamespace
     from typing import NoReturn
 
@@ -343,8 +342,6 @@ def memory_config(text: str) -> MemoryConfig:
 
 def disk_config(text: str) -> DiskConfig:
     """``--disk path=IMAGE[,readonly=on|off,direct=on|off,id=ID,serial=SERIAL]`` (a raw image)."""
-    from pathlib import Path
-
     from aovisor.config import DiskConfig
 
     opts = DISK_OPTION.parse(text)
@@ -376,7 +373,7 @@ def disk_config(text: str) -> DiskConfig:
     serial = opts.get_str("serial")
     if serial is not None and (not serial.isascii() or len(serial) > 20):
         raise opts.error("serial", f"{serial!r} is not 1-20 ASCII characters")
-    return DiskConfig(Path(path), readonly=readonly, direct=direct, id=opts.get_str("id"), serial=serial)
+    return DiskConfig(path, readonly=readonly, direct=direct, id=opts.get_str("id"), serial=serial)
 
 
 def _check_image(opts: ParsedOptions, path: str, readonly: bool) -> None:
@@ -397,8 +394,6 @@ def _check_image(opts: ParsedOptions, path: str, readonly: bool) -> None:
 
 def rng_config(text: str) -> RngConfig:
     """``--rng src=PATH`` (default /dev/urandom); the device is present whether or not it is given."""
-    from pathlib import Path
-
     from aovisor.config import DEFAULT_RNG_SOURCE, RngConfig
 
     opts = RNG_OPTION.parse(text)
@@ -406,7 +401,7 @@ def rng_config(text: str) -> RngConfig:
     src = opts.get_str("src") or str(DEFAULT_RNG_SOURCE)
     if not os.access(src, os.R_OK):
         raise opts.error("src", f"cannot read {src!r}")
-    return RngConfig(src=Path(src))
+    return RngConfig(src=src)
 
 
 def net_config(text: str) -> NetConfig:
@@ -480,8 +475,6 @@ def net_config(text: str) -> NetConfig:
 
 def vsock_config(text: str) -> VsockConfig:
     """``--vsock cid=N,socket=PATH[,id=ID]``: hybrid vsock, the host side a Unix socket at PATH."""
-    from pathlib import Path
-
     from aovisor.config import VSOCK_MAX_GUEST_CID, VSOCK_MIN_GUEST_CID, VsockConfig
 
     opts = VSOCK_OPTION.parse(text)
@@ -501,7 +494,7 @@ def vsock_config(text: str) -> VsockConfig:
         raise opts.error("socket", f"{socket!r} is too long for a Unix socket path")
     _refuse_if_true(opts, "iommu")
     _refuse_if_given(opts, "pci_segment")
-    return VsockConfig(cid=cid, socket=Path(socket), id=opts.get_str("id"))
+    return VsockConfig(cid=cid, socket=socket, id=opts.get_str("id"))
 
 
 def serial_config(text: str) -> OutputConfig:
@@ -518,8 +511,6 @@ def console_config(text: str) -> OutputConfig:
 
 
 def _output_config(parser: OptionParser, text: str, supported: tuple[str, ...]) -> OutputConfig:
-    from pathlib import Path
-
     from aovisor.config import OutputConfig, OutputMode
 
     opts = parser.parse(text)
@@ -538,7 +529,7 @@ def _output_config(parser: OptionParser, text: str, supported: tuple[str, ...]) 
     path = opts.get_str("file")
     if path is None:
         raise opts.error("file", "needs a path (file=PATH)")
-    return OutputConfig(OutputMode.FILE, Path(path))
+    return OutputConfig(OutputMode.FILE, path)
 
 
 def _refuse_if_true(opts: ParsedOptions, *keys: str) -> None:
@@ -564,10 +555,9 @@ def _hypervisor(given: str | None) -> str | None:
     return from_env
 
 
-def _readable_file(option: str, text: str) -> Path:
-    """``text`` as a Path after checking that it names a file we can read (the loader reads it later)."""
+def _readable_file(option: str, text: str) -> str:
+    """``text``, after checking that it names a file we can read (the loader reads it later)."""
     import stat
-    from pathlib import Path
 
     try:
         # O_NONBLOCK: opening a FIFO for reading must not wait for a writer here.
@@ -582,7 +572,7 @@ def _readable_file(option: str, text: str) -> Path:
         os.close(fd)
     if is_dir:
         raise ConfigError(f"{option}: {text!r} is a directory, not a file")
-    return Path(text)
+    return text
 
 
 def _print_version() -> int:

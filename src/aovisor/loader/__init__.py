@@ -14,7 +14,6 @@ the file (or ``--cmdline``), never as an exception from deep inside.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from aovisor.arch.x86_64.layout import CMDLINE_MAX_SIZE, CMDLINE_START, HIGH_RAM_START
 from aovisor.errors import GuestMemoryError, LoaderError
@@ -39,10 +38,10 @@ class BootInfo(NamedTuple):
 
 def load_kernel(
     mem: GuestMemory,
-    kernel: Path,
+    kernel: str,
     *,
     cmdline: str,
-    initramfs: Path | None = None,
+    initramfs: str | None = None,
     rsdp_gpa: int | None = None,
 ) -> BootInfo:
     """Load ``kernel`` (PVH ELF or bzImage) and ``initramfs`` into ``mem`` and write the boot structures."""
@@ -69,7 +68,7 @@ def load_kernel(
         os.close(fd)
 
 
-def _pread_head(fd: int, path: Path) -> bytes:
+def _pread_head(fd: int, path: str) -> bytes:
     try:
         return os.pread(fd, 0x210, 0)
     except OSError as exc:  # e.g. EISDIR
@@ -89,7 +88,7 @@ def low_ram_end(mem: GuestMemory) -> int:
     return region.end
 
 
-def write_cmdline(mem: GuestMemory, cmdline: str, *, max_length: int | None, kernel: Path) -> int:
+def write_cmdline(mem: GuestMemory, cmdline: str, *, max_length: int | None, kernel: str) -> int:
     """Write ``cmdline`` NUL-terminated at CMDLINE_START; returns its GPA.
 
     ``max_length`` is the longest command line (without the NUL) the kernel accepts, if it says; the

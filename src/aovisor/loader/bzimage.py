@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from pathlib import Path
 
 from aovisor.arch.x86_64.boot_params import (
     BOOT_FLAG_MAGIC,
@@ -45,7 +44,7 @@ def is_bzimage(head: bytes) -> bool:
     return head[HDRS_OFFSET : HDRS_OFFSET + 4] == b"HdrS"
 
 
-def read_setup_header(fd: int, path: Path) -> tuple[SetupHeader, bytes]:
+def read_setup_header(fd: int, path: str) -> tuple[SetupHeader, bytes]:
     """The image's setup header, and its raw bytes (0x1F1 up to the end the header declares)."""
     try:
         head = os.pread(fd, SETUP_HEADER_LIMIT, 0)
@@ -72,10 +71,10 @@ def read_setup_header(fd: int, path: Path) -> tuple[SetupHeader, bytes]:
 def load_bzimage(
     mem: GuestMemory,
     fd: int,
-    path: Path,
+    path: str,
     *,
     cmdline: str,
-    initramfs: Path | None,
+    initramfs: str | None,
     rsdp_gpa: int | None,
 ) -> BootInfo:
     hdr, raw_header = read_setup_header(fd, path)
@@ -141,7 +140,7 @@ def load_bzimage(
     return BootInfo(protocol="linux64", entry=load_addr + ENTRY_64_OFFSET, boot_struct_gpa=ZERO_PAGE_START)
 
 
-def _check_header(hdr: SetupHeader, path: Path) -> None:
+def _check_header(hdr: SetupHeader, path: str) -> None:
     if hdr.boot_flag != BOOT_FLAG_MAGIC:
         raise LoaderError(f"{path}: boot_flag at 0x1fe is {hdr.boot_flag:#06x}, not {BOOT_FLAG_MAGIC:#06x}")
     if hdr.version < MIN_PROTOCOL:
@@ -156,7 +155,7 @@ def _check_header(hdr: SetupHeader, path: Path) -> None:
         raise LoaderError(f"{path}: has no 64-bit entry point (xloadflags.XLF_KERNEL_64 clear)")
 
 
-def _runtime_start(hdr: SetupHeader, load_addr: int, path: Path) -> int:
+def _runtime_start(hdr: SetupHeader, load_addr: int, path: str) -> int:
     """Where the kernel decompresses itself: the start of the init_size bytes it needs.
 
     boot.rst ("init_size") says align_up(load address, kernel_alignment) for a relocatable kernel and

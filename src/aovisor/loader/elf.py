@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import struct
-from pathlib import Path
 
 from aovisor.errors import LoaderError
 from aovisor.lean_typing import NamedTuple
@@ -48,7 +47,7 @@ class ElfFile(NamedTuple):
     note_sections: list[NoteSection]
 
 
-def _pread(fd: int, size: int, offset: int, file_size: int, path: Path, what: str) -> bytes:
+def _pread(fd: int, size: int, offset: int, file_size: int, path: str, what: str) -> bytes:
     if offset < 0 or size < 0 or offset + size > file_size:
         raise LoaderError(f"{path}: file is truncated: the {what} ends past the end of the file")
     data = os.pread(fd, size, offset)
@@ -57,7 +56,7 @@ def _pread(fd: int, size: int, offset: int, file_size: int, path: Path, what: st
     return data
 
 
-def read_elf(fd: int, path: Path) -> ElfFile:
+def read_elf(fd: int, path: str) -> ElfFile:
     """Parse an x86 executable ELF file's program headers and note sections."""
     file_size = os.fstat(fd).st_size
     ident = _pread(fd, 16, 0, file_size, path, "ELF identification")
@@ -88,7 +87,7 @@ def read_elf(fd: int, path: Path) -> ElfFile:
 
 
 def _program_headers(
-    fd: int, path: Path, file_size: int, is64: bool, phoff: int, phentsize: int, phnum: int
+    fd: int, path: str, file_size: int, is64: bool, phoff: int, phentsize: int, phnum: int
 ) -> list[ProgramHeader]:
     # 64: p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
     # 32: p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, p_align
@@ -111,7 +110,7 @@ def _program_headers(
 
 
 def _note_sections(
-    fd: int, path: Path, file_size: int, is64: bool, shoff: int, shentsize: int, shnum: int
+    fd: int, path: str, file_size: int, is64: bool, shoff: int, shentsize: int, shnum: int
 ) -> list[NoteSection]:
     # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info, sh_addralign, sh_entsize
     fmt = "<IIQQQQIIQQ" if is64 else "<IIIIIIIIII"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import struct
-from pathlib import Path
 
 from aovisor.arch.x86_64.e820 import e820_map
 from aovisor.arch.x86_64.layout import (
@@ -61,10 +60,10 @@ class _NoteArea(NamedTuple):
 def load_pvh_elf(
     mem: GuestMemory,
     fd: int,
-    path: Path,
+    path: str,
     *,
     cmdline: str,
-    initramfs: Path | None,
+    initramfs: str | None,
     rsdp_gpa: int | None,
 ) -> BootInfo:
     file_size = os.fstat(fd).st_size
@@ -118,7 +117,7 @@ def load_pvh_elf(
     return BootInfo(protocol="pvh", entry=entry, boot_struct_gpa=PVH_INFO_START)
 
 
-def _read_elf_layout(fd: int, path: Path) -> tuple[list[_LoadSegment], list[_NoteArea]]:
+def _read_elf_layout(fd: int, path: str) -> tuple[list[_LoadSegment], list[_NoteArea]]:
     """PT_LOAD segments and PT_NOTE areas, as plain numbers that the caller validates."""
     elf = read_elf(fd, path)
     loads = [
@@ -130,11 +129,11 @@ def _read_elf_layout(fd: int, path: Path) -> tuple[list[_LoadSegment], list[_Not
     return loads, notes
 
 
-def _read_note_sections(fd: int, path: Path) -> list[_NoteArea]:
+def _read_note_sections(fd: int, path: str) -> list[_NoteArea]:
     return [_NoteArea(sec.offset, sec.size, sec.align) for sec in read_elf(fd, path).note_sections]
 
 
-def _find_phys32_entry(fd: int, path: Path, file_size: int, areas: list[_NoteArea]) -> int | None:
+def _find_phys32_entry(fd: int, path: str, file_size: int, areas: list[_NoteArea]) -> int | None:
     for area in areas:
         if area.offset + area.size > file_size:
             raise LoaderError(f"{path}: file is truncated: an ELF note area ends past the end of the file")
@@ -145,7 +144,7 @@ def _find_phys32_entry(fd: int, path: Path, file_size: int, areas: list[_NoteAre
     return None
 
 
-def _phys32_entry_in(blob: bytes, align: int, path: Path) -> int | None:
+def _phys32_entry_in(blob: bytes, align: int, path: str) -> int | None:
     """Walk ELF notes (Elf_Nhdr: namesz, descsz, type; then name and desc, each padded to ``align``)."""
     pos = 0
     while pos + 12 <= len(blob):
@@ -169,7 +168,7 @@ def _phys32_entry_in(blob: bytes, align: int, path: Path) -> int | None:
     return None
 
 
-def _check_segment(mem: GuestMemory, seg: _LoadSegment, file_size: int, path: Path) -> None:
+def _check_segment(mem: GuestMemory, seg: _LoadSegment, file_size: int, path: str) -> None:
     what = f"{path}: segment {seg.number} [{seg.paddr:#x}, {seg.end:#x})"
     if seg.filesz > seg.memsz:
         raise LoaderError(f"{what}: p_filesz {seg.filesz:#x} is larger than p_memsz {seg.memsz:#x}")

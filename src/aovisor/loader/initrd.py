@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from aovisor.errors import LoaderError
 from aovisor.lean_typing import NamedTuple
@@ -19,7 +18,7 @@ PAGE_SIZE = 4096
 _MAX_READ = 1 << 30
 
 
-def read_exact_into(fd: int, view: memoryview, offset: int, path: Path) -> None:
+def read_exact_into(fd: int, view: memoryview, offset: int, path: str) -> None:
     """Fill ``view`` with the file's bytes at ``offset``; a short file is a LoaderError naming ``path``."""
     done = 0
     while done < len(view):
@@ -41,7 +40,7 @@ class LoadedInitramfs(NamedTuple):
     size: int
 
 
-def load_initramfs(mem: GuestMemory, path: Path, *, lowest: int, top: int) -> LoadedInitramfs:
+def load_initramfs(mem: GuestMemory, path: str, *, lowest: int, top: int) -> LoadedInitramfs:
     """Read ``path`` into guest RAM, page-aligned and as high as possible inside ``[lowest, top)``.
 
     High placement is what boot loaders conventionally do (boot.rst: "an initrd should be placed near end

@@ -51,11 +51,9 @@ class DeviceSpec(NamedTuple):
         )
 
     def vsock_config(self) -> VsockConfig:
-        from pathlib import Path
-
         from aovisor.config import VsockConfig
 
-        return VsockConfig(cid=self.json["cid"], socket=Path(self.json["socket"]), id=self.id)
+        return VsockConfig(cid=self.json["cid"], socket=self.json["socket"], id=self.id)
 
     def close_fds(self) -> None:
         for fd in self.fds:

@@ -310,8 +310,9 @@ class Vm(Protocol):
 
     def supported_cpuid(self) -> list[CpuidEntry]: ...
 
-    def irqchip_device(self) -> BusDevice | None:
-        """The IOAPIC the VMM must map at layout.IOAPIC_START, or None when the hypervisor has its own."""
+    def create_irqchip(self) -> BusDevice | None:
+        """Create the interrupt controllers, once guest memory is mapped; the IOAPIC the VMM must map at
+        layout.IOAPIC_START, or None when the hypervisor has its own."""
         ...
 
     def close(self) -> None: ...

@@ -49,8 +49,9 @@ def attach_memory(vm: VirtualMachine) -> None:
 
 
 def attach_irqchip(vm: VirtualMachine) -> None:
-    """A user-space IOAPIC where the hypervisor has none (MSHV); KVM's is in the kernel."""
-    ioapic = vm.hv_vm.irqchip_device()
+    """The interrupt controllers, after the memory (see KvmVm.create_irqchip); a user-space IOAPIC where
+    the hypervisor has none (MSHV), KVM's is in the kernel."""
+    ioapic = vm.hv_vm.create_irqchip()
     if ioapic is not None:
         vm.mmio_bus.insert(ioapic, layout.IOAPIC_START, layout.IOAPIC_SIZE)
 

@@ -26,12 +26,7 @@ class KvmVm:
         # ignores them.  Place them at the top of the MMIO hole, as QEMU and Firecracker do.
         ioctl(self.fd, abi.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(layout.KVM_IDENTITY_MAP_START))
         ioctl(self.fd, abi.KVM_SET_TSS_ADDR, layout.KVM_TSS_START)
-        # In-kernel PIC + IOAPIC + LAPICs and PIT: interrupt delivery and HLT never exit to Python.
-        ioctl(self.fd, abi.KVM_CREATE_IRQCHIP, 0)
-        pit = abi.kvm_pit_config(flags=abi.KVM_PIT_SPEAKER_DUMMY)
-        ioctl(self.fd, abi.KVM_CREATE_PIT2, pit)
-        self._routes: dict[int, list[tuple[int, int, int]]] = _legacy_routes()
-        self._commit_routes()
+        self._routes: dict[int, list[tuple[int, int, int]]] = {}
 
     def map_memory(self, slot: int, gpa: int, size: int, host_address: int, readonly: bool = False) -> None:
         region = abi.kvm_userspace_memory_region(
@@ -102,8 +97,18 @@ class KvmVm:
     def supported_cpuid(self) -> list[CpuidEntry]:
         return self.kvm.supported_cpuid()
 
-    def irqchip_device(self) -> None:
-        return None  # the IOAPIC is in the kernel (KVM_CREATE_IRQCHIP)
+    def create_irqchip(self) -> None:
+        """In-kernel PIC + IOAPIC + LAPICs and PIT: interrupt delivery and HLT never exit to Python.
+
+        After the guest memory is mapped: measured here, a memory slot added once the in-kernel irqchip
+        exists takes ~6 ms to add (128 MiB), the same slot added before it 0.2 ms.
+        """
+        ioctl(self.fd, abi.KVM_CREATE_IRQCHIP, 0)
+        pit = abi.kvm_pit_config(flags=abi.KVM_PIT_SPEAKER_DUMMY)
+        ioctl(self.fd, abi.KVM_CREATE_PIT2, pit)
+        self._routes = _legacy_routes()
+        self._commit_routes()
+        return None  # the IOAPIC is in the kernel
 
     def create_vcpu(self, index: int) -> KvmVcpu:
         from aovisor.hypervisor.kvm.vcpu import KvmVcpu

@@ -3,7 +3,7 @@
 The partition is created frozen (its reference time stands still, as CH and QEMU do, mshv.md §5 step 5) and
 the clock starts when the first VP first runs.  MSHV has no in-kernel IOAPIC or PIC: wired interrupts go
 through :class:`~aovisor.devices.ioapic.IoApic`, which the builder puts on the MMIO bus at
-``layout.IOAPIC_START`` (``irqchip_device()``, see ``vmm/builder.py: attach_irqchip``), and
+``layout.IOAPIC_START`` (``create_irqchip()``, see ``vmm/builder.py: attach_irqchip``), and
 which delivers each pin as an MSI through :meth:`MshvVm.send_msi`.
 """
 
@@ -249,7 +249,7 @@ class MshvVm:
         the VP index, so there is no table to start from (and ``MshvVcpu.set_cpuid`` ignores the result)."""
         return []
 
-    def irqchip_device(self) -> IoApic:
+    def create_irqchip(self) -> IoApic:
         """MSHV has no in-kernel IOAPIC: wired interrupts go through this user-space one, as MSIs."""
         return self.ioapic
 

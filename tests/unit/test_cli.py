@@ -39,7 +39,7 @@ class FakeRunner:
         module.run_vm = self._run_vm  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, "aovisor.vmm.runner", module)
 
-    def _run_vm(self, config: VmConfig, **options: object) -> int:
+    def _run_vm(self, config: VmConfig) -> int:
         self.configs.append(config)
         return self.behaviour(config)
 

@@ -129,7 +129,7 @@ def test_main_leaves_the_collector_as_it_found_it(kernel: str, enabled: bool) ->
 def test_start_up_runs_without_the_collector(monkeypatch: pytest.MonkeyPatch, kernel: str) -> None:
     seen: list[bool] = []
 
-    def run_vm(config: VmConfig, **options: object) -> int:
+    def run_vm(config: VmConfig) -> int:
         seen.append(gc.isenabled())
         return 0
 

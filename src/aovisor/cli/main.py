@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        status = _run(args, started, ending_process=argv is None)
+        status = _run(args, started)
     finally:
         if collecting:
             gc.enable()
@@ -185,10 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _run(args: list[str], started: float, *, ending_process: bool) -> int:
-    """:func:`main` for a VM or the API: parse, configure logging, hand over to the runner.
-
-    ``ending_process``: the process ends when this returns (see :class:`aovisor.vmm.vmm.Vmm`)."""
+def _run(args: list[str], started: float) -> int:
+    """:func:`main` for a VM or the API: parse, configure logging, hand over to the runner."""
     try:
         namespace = parse_namespace(args)
         if namespace.version:
@@ -208,16 +206,12 @@ def _run(args: list[str], started: float, *, ending_process: bool) -> int:
             from aovisor.vmm.runner import run_vm
 
             assert config is not None  # only the API mode runs without a VM config
-            return run_vm(config, ending_process=ending_process)
+            return run_vm(config)
         from aovisor.vmm.runner import run_vmm
 
         events = None if namespace.event_monitor is None else event_monitor(namespace.event_monitor)
         return run_vmm(
-            config,
-            api_socket=api_socket,
-            events=events,
-            hypervisor=_hypervisor(namespace.hypervisor),
-            ending_process=ending_process,
+            config, api_socket=api_socket, events=events, hypervisor=_hypervisor(namespace.hypervisor)
         )
     except AovisorError as e:
         _log_traceback()

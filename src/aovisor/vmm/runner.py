@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
-def run_vm(config: VmConfig, *, ending_process: bool = False) -> int:
+def run_vm(config: VmConfig) -> int:
     """Boot ``config`` and return the process exit status: 0 when the guest powers off, 1 on a VM error."""
-    return run_vmm(config, ending_process=ending_process)
+    return run_vmm(config)
 
 
 def run_vmm(
@@ -26,18 +26,16 @@ def run_vmm(
     api_socket: ApiSocketSpec | None = None,
     events: EventMonitor | None = None,
     hypervisor: str | None = None,
-    ending_process: bool = False,
 ) -> int:
     """The whole VMM process: with ``config`` boot it at once; with ``api_socket`` serve the REST API too
     (without ``config``, wait for ``vm.create``/``vm.boot``).  Returns the process exit status.
 
     A configuration or boot error of ``config`` is raised (the CLI prints it as one line).
-    ``ending_process``: the process exits right after (see :class:`aovisor.vmm.vmm.Vmm`).
     """
     from aovisor.vmm.definition import VmDefinition
     from aovisor.vmm.vmm import Vmm
 
-    vmm = Vmm(hypervisor=hypervisor, events=events, ending_process=ending_process)
+    vmm = Vmm(hypervisor=hypervisor, events=events)
     server = None
     try:
         if api_socket is not None:

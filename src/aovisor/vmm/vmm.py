@@ -51,12 +51,9 @@ class Vmm:
         hypervisor: str | None = None,
         events: EventMonitor | None = None,
         serial: SerialEndpoint | None = None,
-        ending_process: bool = False,
     ) -> None:
         """``hypervisor``: the backend for VMs whose config names none; ``serial``: use this endpoint for
-        COM1 instead of one made from the config (the Python API captures the console this way);
-        ``ending_process``: the process exits once this VMM is closed (the ``aovisor`` command), so its
-        last VM's hypervisor objects are left to the process exit (see VirtualMachine.close)."""
+        COM1 instead of one made from the config (the Python API captures the console this way)."""
         self.controller = Controller()
         self.events = events if events is not None else EventMonitor()
         self.lifecycle = Lifecycle()
@@ -71,7 +68,6 @@ class Vmm:
         self._cmos_ram: bytes | None = None  # battery-backed: outlives the VM across a reset (see _stop_vm)
         self._vm_exit_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._closed = False
-        self._ending_process = ending_process
         self.events.emit("vmm", "starting")
 
     @property
@@ -303,11 +299,11 @@ class Vmm:
         self.vm = vm
         self.boots += 1
 
-    def _stop_vm(self, *, leave_to_process_exit: bool = False) -> None:
+    def _stop_vm(self) -> None:
         vm, self.vm = self.vm, None
         if vm is not None:
             self._cmos_ram = _cmos_ram(vm)
-            vm.close(leave_to_process_exit=leave_to_process_exit)
+            vm.close()
 
     def _open_hypervisor(self, config: VmConfig) -> Hypervisor:
         from aovisor.hypervisor.probe import open_hypervisor
@@ -338,7 +334,7 @@ class Vmm:
             return
         self._closed = True
         self.controller.close()
-        self._stop_vm(leave_to_process_exit=self._ending_process)
+        self._stop_vm()
         if self.definition is not None:
             self.definition.close()
         self._close_serial()

@@ -20,7 +20,6 @@ e.g. ``memory.size: expected an integer, got "1G"``.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -343,7 +342,6 @@ def _platform(obj: _Object) -> None:
 
 
 # --- Devices ----------------------------------------------------------------------------------------------
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _IFNAMSIZ = 16  # Linux interface names: 15 characters and a NUL
 
 
@@ -430,12 +428,15 @@ def _net(obj: _Object) -> dict[str, Any]:
         if not 0 < len(tap.encode()) < _IFNAMSIZ or "/" in tap or tap.strip() != tap:
             raise obj.error("tap", f"{_render(tap)} is not a valid interface name (1-15 characters)")
         fields["tap"] = tap
-    mac = obj.get_str("mac")
-    if mac is not None and not _MAC.match(mac):
-        raise obj.error("mac", f"{_render(mac)} is not a MAC address (use e.g. 12:34:56:78:9a:bc)")
-    if mac is None:  # as CH: chosen once at creation, so vm.info shows it and a reboot keeps it
-        from aovisor.virtio.devices.net import random_mac
+    from aovisor.virtio.devices.net import parse_mac, random_mac
 
+    mac = obj.get_str("mac")
+    if mac is not None:
+        try:
+            parse_mac(mac)  # the CLI's check: six hex bytes, unicast, not null
+        except ValueError as e:
+            raise obj.error("mac", str(e)) from None
+    else:  # as CH: chosen once at creation, so vm.info shows it and a reboot keeps it
         mac = random_mac()
     fields["mac"] = mac.lower()
     for key, default in (("ip", "192.168.249.1"), ("mask", "255.255.255.0")):

@@ -102,15 +102,19 @@ TSO_FEATURES = (
 )
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
 def parse_mac(text: str) -> bytes:
-    """``"52:54:00:12:34:56"`` -> 6 bytes; ValueError unless six 2-digit hex bytes of a unicast address."""
+    """``"52:54:00:12:34:56"`` -> 6 bytes; ValueError unless six 2-digit hex bytes of a unicast address.
+
+    The one check of a MAC for the CLI and the REST API.  Only hex digits: ``int(part, 16)`` alone would
+    also take ``+1`` or `` 1``.
+    """
     parts = text.split(":")
-    if len(parts) != 6 or any(len(p) != 2 for p in parts):
+    if len(parts) != 6 or any(len(p) != 2 or not _HEX_DIGITS.issuperset(p) for p in parts):
         raise ValueError(f"{text!r} is not a MAC address (six hex bytes separated by ':')")
-    try:
-        mac = bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a MAC address (six hex bytes separated by ':')") from None
+    mac = bytes(int(p, 16) for p in parts)
     if mac[0] & 1:
         raise ValueError(f"{text} is a multicast address; a NIC needs a unicast one")
     if mac == bytes(6):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
     from types import SimpleNamespace
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 PROG = "aovisor"
 HYPERVISOR_ENV = "AOVISOR_HYPERVISOR"
@@ -202,7 +202,7 @@ def parse_namespace(argv: Sequence[str]) -> SimpleNamespace:
     return namespace
 
 
-def _defaults() -> dict[str, object]:
+def _defaults() -> dict[str, Any]:
     return {a.dest: (0 if a.kind == _COUNT else False if a.kind == _FLAG else None) for a in ARGUMENTS}
 
 
@@ -223,8 +223,8 @@ def _parse_plain(argv: Sequence[str]) -> SimpleNamespace | None:
     while i < n:
         token = argv[i]
         i += 1
-        if len(token) > 1 and token == "-" + "v" * (len(token) - 1):  # -v, -vv, -vvv
-            values["verbose"] += len(token) - 1  # type: ignore[operator]
+        if len(token) > 2 and token == "-" + "v" * (len(token) - 1):  # -vv, -vvv: -v repeated
+            values["verbose"] += len(token) - 1
             continue
         flag, equals, inline = token.partition("=") if token.startswith("--") else (token, "", "")
         argument = _BY_FLAG.get(flag)
@@ -233,7 +233,7 @@ def _parse_plain(argv: Sequence[str]) -> SimpleNamespace | None:
         if argument.kind in (_FLAG, _COUNT):
             if equals:
                 return None
-            values[argument.dest] = True if argument.kind == _FLAG else values[argument.dest] + 1  # type: ignore[operator]
+            values[argument.dest] = True if argument.kind == _FLAG else values[argument.dest] + 1
             continue
         if equals:
             taken = [inline]
@@ -247,7 +247,7 @@ def _parse_plain(argv: Sequence[str]) -> SimpleNamespace | None:
         if argument.choices is not None and any(value not in argument.choices for value in taken):
             return None
         if argument.kind == _LIST:
-            values[argument.dest] = [*(values[argument.dest] or ()), *taken]  # type: ignore[misc]
+            values[argument.dest] = [*(values[argument.dest] or ()), *taken]
         else:
             values[argument.dest] = taken[0]
     return SimpleNamespace(**values)

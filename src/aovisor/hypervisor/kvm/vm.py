@@ -26,7 +26,8 @@ class KvmVm:
         # ignores them.  Place them at the top of the MMIO hole, as QEMU and Firecracker do.
         ioctl(self.fd, abi.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(layout.KVM_IDENTITY_MAP_START))
         ioctl(self.fd, abi.KVM_SET_TSS_ADDR, layout.KVM_TSS_START)
-        self._routes: dict[int, list[tuple[int, int, int]]] = {}
+        # The GSI routing table (see _commit_routes); first sent by create_irqchip, which it needs.
+        self._routes: dict[int, list[tuple[int, int, int]]] = _legacy_routes()
 
     def map_memory(self, slot: int, gpa: int, size: int, host_address: int, readonly: bool = False) -> None:
         region = abi.kvm_userspace_memory_region(
@@ -106,7 +107,6 @@ class KvmVm:
         ioctl(self.fd, abi.KVM_CREATE_IRQCHIP, 0)
         pit = abi.kvm_pit_config(flags=abi.KVM_PIT_SPEAKER_DUMMY)
         ioctl(self.fd, abi.KVM_CREATE_PIT2, pit)
-        self._routes = _legacy_routes()
         self._commit_routes()
         return None  # the IOAPIC is in the kernel
 

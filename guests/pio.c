@@ -2,14 +2,40 @@
  * pio: a port-I/O exit benchmark at CPL3. Command line:
  *   count=N   accesses (default 100000)
  *   port=P    I/O port (default 0x80, the POST port)
- *   mode=out  write (default) or mode=in  read
+ *   mode=out  write (default) or mode=in  read; mode=string: one rep outsb of a line to COM1, one
+ *             rep insb of 8 bytes from the POST port and one rep insw of 4 words from unclaimed port 0x5f0,
+ *             each printed (string I/O: one exit carries several accesses)
  *   size=S    access width in bytes: 1 (default), 2 or 4
  * Writes send the low bits of the iteration index (0, 1, 2, ...); reads add up what they get.
  */
 #include "runtime.h"
 
+static void string_io(void)
+{
+    static const char line[] = "pio: rep outsb reached the uart\n";
+    const char *src = line;
+    uint64_t n = sizeof(line) - 1;
+    __asm__ volatile("rep outsb" : "+S"(src), "+c"(n) : "d"((uint16_t)0x3f8) : "memory");
+    outb(0x80, 0xa5);
+    uint8_t bytes[8] = {0};
+    uint8_t *dst = bytes;
+    n = sizeof(bytes);
+    __asm__ volatile("rep insb" : "+D"(dst), "+c"(n) : "d"((uint16_t)0x80) : "memory");
+    printf("pio: rep insb from 0x80:");
+    for (unsigned i = 0; i < sizeof(bytes); i++)
+        printf(" %x", bytes[i]);
+    uint16_t words[4] = {0};
+    uint16_t *wdst = words;
+    n = 4;
+    __asm__ volatile("rep insw" : "+D"(wdst), "+c"(n) : "d"((uint16_t)0x5f0) : "memory");
+    printf("\npio: rep insw from 0x5f0: %x %x %x %x\n", words[0], words[1], words[2], words[3]);
+    poweroff();
+}
+
 static void user_main(void)
 {
+    if (cmdline_value_is("mode=", "string"))
+        string_io();
     uint64_t count = cmdline_get_u64("count=", 100000);
     uint64_t port = cmdline_get_u64("port=", 0x80);
     uint64_t size = cmdline_get_u64("size=", 1);

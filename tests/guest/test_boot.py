@@ -44,6 +44,17 @@ def test_pio_out_exits_reach_the_device(hypervisor: str, guest: Guest, size: int
     assert out == f"pio: out 2000 x {size} bytes at port 0x80\npio done 2000\n"
 
 
+def test_string_port_io_carries_every_access(hypervisor: str, guest: Guest) -> None:
+    # rep outs/ins: one exit with several accesses whose data follow one another in the exit's buffer.
+    rc, out, err = boot(hypervisor, guest("pio"), "--cmdline", "mode=string")
+    assert rc == 0, err
+    assert out == (
+        "pio: rep outsb reached the uart\n"
+        "pio: rep insb from 0x80: a5 a5 a5 a5 a5 a5 a5 a5\n"
+        "pio: rep insw from 0x5f0: ffff ffff ffff ffff\n"
+    )
+
+
 def test_unclaimed_ports_read_all_ones(hypervisor: str, guest: Guest) -> None:
     rc, out, err = boot(hypervisor, guest("pio"), "--cmdline", "count=1000 port=0x5f0 mode=in size=2")
     assert rc == 0, err

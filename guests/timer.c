@@ -8,6 +8,11 @@
  *     it to pin 0. Both pins are programmed (pin 0 -> vector 0x41, pin 2 -> vector 0x42) and the guest
  *     reports which one fired. The 8259 PICs are masked so the PIT can only arrive through the IOAPIC.
  *
+ *  3. Missed PIT ticks: with interrupts off for MISSED_PERIODS PIT periods (timed by polling the PIT's
+ *     own counter), then on for half a period, the guest counts the PIT interrupts that arrive. A PIT that
+ *     drops missed ticks delivers one (latched in the LAPIC while interrupts were off); one that reinjects
+ *     them (KVM's default, QEMU's lost_tick_policy=delay) delivers the backlog, one per EOI.
+ *
  * The LAPIC timer keeps running during the PIT phase as a watchdog: no PIT interrupt for ~1 s of LAPIC
  * ticks is reported as a failure instead of hanging. Command line: ticks=N per phase (default 3),
  * lapic_count=C initial count (default 625000: 10 ms with KVM's 1 GHz APIC bus clock).
@@ -19,6 +24,7 @@
  *   timer: pit phase
  *   pit tick 1 .. pit tick N
  *   timer: pit arrived on ioapic pin 2      (or "pin 0", or "pin 0 and 2")
+ *   timer: 1 pit ticks after 5 missed       (the count that arrived in the half period)
  *   timer ok
  */
 #include "lapic.h"
@@ -37,12 +43,14 @@
 #define PIT_COMMAND 0x43
 #define PIT_CH0_LOHI_MODE2 0x34 /* channel 0, lobyte/hibyte, mode 2 (rate generator), binary */
 #define PIT_CH0_LOHI_MODE0 0x30 /* mode 0 (one-shot): stops the periodic interrupts */
+#define PIT_LATCH_CH0 0x00      /* counter latch command for channel 0 */
 #define PIT_RELOAD_100HZ 11932  /* 1193182 Hz / 100 */
 #define PIC_MASTER_DATA 0x21
 #define PIC_SLAVE_DATA 0xA1
 
 #define WATCHDOG_LAPIC_TICKS 100
 #define MAX_TICKS 10000
+#define MISSED_PERIODS 5
 
 static volatile unsigned lapic_ticks;
 static volatile unsigned pit_ticks;
@@ -91,6 +99,36 @@ static bool wait_ticks(const char *label, volatile unsigned *counter, unsigned t
     return true;
 }
 
+/* Channel 0's current count: latch it, then read the low and the high byte (8254 data sheet, "Counter
+ * Latch Command"). In mode 2 it counts down to 1 and reloads, so a count above the last one is a new
+ * period. */
+static unsigned pit_count(void)
+{
+    outb(PIT_COMMAND, PIT_LATCH_CH0);
+    unsigned low = inb(PIT_CHANNEL0);
+    return low | (unsigned)inb(PIT_CHANNEL0) << 8;
+}
+
+static void pit_wait_reload(void)
+{
+    for (unsigned last = pit_count(), now; (now = pit_count()) <= last; last = now)
+        cpu_relax();
+}
+
+/* Phase 3: the PIT interrupts that arrive in the half period after MISSED_PERIODS with interrupts off.
+ * Called with interrupts off; the window starts just after a reload, so no new tick falls in it. */
+static unsigned pit_ticks_after_missed(void)
+{
+    for (unsigned period = 0; period < MISSED_PERIODS; period++)
+        pit_wait_reload();
+    unsigned before = pit_ticks;
+    __asm__ volatile("sti" ::: "memory");
+    for (unsigned last = pit_count(), now; (now = pit_count()) > PIT_RELOAD_100HZ / 2 && now <= last; last = now)
+        cpu_relax();
+    irq_disable();
+    return pit_ticks - before;
+}
+
 void main(struct hvm_start_info *start_info)
 {
     (void)start_info;
@@ -123,6 +161,7 @@ void main(struct hvm_start_info *start_info)
     outb(PIT_CHANNEL0, PIT_RELOAD_100HZ & 0xff);
     outb(PIT_CHANNEL0, PIT_RELOAD_100HZ >> 8);
     bool pit_ok = wait_ticks("pit", &pit_ticks, ticks, WATCHDOG_LAPIC_TICKS);
+    unsigned after_missed = pit_ok ? pit_ticks_after_missed() : 0;
 
     ioapic_write(IOAPIC_REDTBL(0), IOAPIC_REDIR_MASKED);
     ioapic_write(IOAPIC_REDTBL(2), IOAPIC_REDIR_MASKED);
@@ -134,6 +173,7 @@ void main(struct hvm_start_info *start_info)
     }
     unsigned pins = pit_pins_seen;
     printf("timer: pit arrived on ioapic pin %s\n", pins == 1 ? "0" : pins == 4 ? "2" : "0 and 2");
+    printf("timer: %u pit ticks after %u missed\n", after_missed, MISSED_PERIODS);
     printf("timer ok\n");
     poweroff();
 }

@@ -4,6 +4,7 @@ the guest's exact serial output and the process's exit status."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -82,12 +83,17 @@ def test_mmio_exits_in_the_hole(hypervisor: str, guest: Guest, mode: str, size: 
 def test_lapic_and_pit_timer_interrupts(hypervisor: str, guest: Guest) -> None:
     rc, out, err = boot(hypervisor, guest("timer"))
     assert rc == 0, err
+    lines = out.splitlines()
     # The PIT's IRQ0 arrives on IOAPIC pin 2, as the MADT's interrupt source override says.
-    assert out == (
-        "timer: lapic phase\nlapic tick 1\nlapic tick 2\nlapic tick 3\n"
-        "timer: pit phase\npit tick 1\npit tick 2\npit tick 3\n"
-        "timer: pit arrived on ioapic pin 2\ntimer ok\n"
-    )
+    assert lines[:9] == [
+        "timer: lapic phase", "lapic tick 1", "lapic tick 2", "lapic tick 3",
+        "timer: pit phase", "pit tick 1", "pit tick 2", "pit tick 3",
+        "timer: pit arrived on ioapic pin 2",
+    ]  # fmt: skip
+    # Ticks missed with interrupts off are dropped, not replayed in a burst (KVM_REINJECT_CONTROL off):
+    # one arrives, latched while interrupts were off; two if the host stalled the guest past a period.
+    assert re.fullmatch(r"timer: [12] pit ticks after 5 missed", lines[9]), lines[9]
+    assert lines[10:] == ["timer ok"]
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 4])

@@ -4,6 +4,7 @@ guests/README.md documents when booted by the reference VMM (QEMU, skipped where
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -285,7 +286,7 @@ def test_mmio_write_and_bad_arguments(guest: Callable[[str], Path]) -> None:
 @needs_qemu
 def test_timer_gets_lapic_and_pit_interrupts(guest: Callable[[str], Path]) -> None:
     lines = _boot(guest("timer"), "-append", "ticks=2")
-    assert lines == [
+    assert lines[:7] == [
         "timer: lapic phase",
         "lapic tick 1",
         "lapic tick 2",
@@ -293,8 +294,10 @@ def test_timer_gets_lapic_and_pit_interrupts(guest: Callable[[str], Path]) -> No
         "pit tick 1",
         "pit tick 2",
         "timer: pit arrived on ioapic pin 2",  # QEMU routes the PIT to GSI 2
-        "timer ok",
     ]
+    # microvm's PIT (QEMU's own, in user space) does not replay the ticks a guest missed either.
+    assert re.fullmatch(r"timer: [12] pit ticks after 5 missed", lines[7]), lines[7]
+    assert lines[8:] == ["timer ok"]
 
 
 @needs_qemu

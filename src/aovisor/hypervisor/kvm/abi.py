@@ -157,6 +157,10 @@ class kvm_pit_config(ctypes.Structure):
 KVM_PIT_SPEAKER_DUMMY = 1  # the kernel also emulates port 0x61 (PC speaker/PIT gate 2)
 
 
+class kvm_reinject_control(ctypes.Structure):
+    _fields_ = [("pit_reinject", u8), ("reserved", u8 * 31)]
+
+
 class kvm_irqfd(ctypes.Structure):
     _fields_ = [("fd", u32), ("gsi", u32), ("flags", u32), ("resamplefd", u32), ("pad", u8 * 16)]
 
@@ -293,6 +297,7 @@ KVM_CAP_SET_TSS_ADDR = 4
 KVM_CAP_EXT_CPUID = 7
 KVM_CAP_NR_VCPUS = 9
 KVM_CAP_NR_MEMSLOTS = 10
+KVM_CAP_REINJECT_CONTROL = 24
 KVM_CAP_IRQ_ROUTING = 25
 KVM_CAP_IRQFD = 32
 KVM_CAP_PIT2 = 33
@@ -319,6 +324,7 @@ KVM_IRQ_LINE = _iow(0x61, ctypes.sizeof(kvm_irq_level))
 KVM_SET_GSI_ROUTING = _iow(0x6A, ctypes.sizeof(kvm_irq_routing))
 KVM_IRQFD = _iow(0x76, ctypes.sizeof(kvm_irqfd))
 KVM_CREATE_PIT2 = _iow(0x77, ctypes.sizeof(kvm_pit_config))
+KVM_REINJECT_CONTROL = _io(0x71)
 KVM_IOEVENTFD = _iow(0x79, ctypes.sizeof(kvm_ioeventfd))
 KVM_SET_CLOCK = _iow(0x7B, ctypes.sizeof(kvm_clock_data))
 KVM_GET_CLOCK = _ior(0x7C, ctypes.sizeof(kvm_clock_data))

@@ -13,6 +13,8 @@ from aovisor.hypervisor.syscalls import ioctl
 from aovisor.lean_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from threading import Thread
+
     from aovisor.hypervisor.kvm.system import Kvm
     from aovisor.hypervisor.kvm.vcpu import KvmVcpu
 
@@ -28,6 +30,7 @@ class KvmVm:
         ioctl(self.fd, abi.KVM_SET_TSS_ADDR, layout.KVM_TSS_START)
         # The GSI routing table (see _commit_routes); first sent by create_irqchip, which it needs.
         self._routes: dict[int, list[tuple[int, int, int]]] = _legacy_routes()
+        self._pit_setup: Thread | None = None  # see create_irqchip
 
     def map_memory(self, slot: int, gpa: int, size: int, host_address: int, readonly: bool = False) -> None:
         region = abi.kvm_userspace_memory_region(
@@ -102,13 +105,35 @@ class KvmVm:
         """In-kernel PIC + IOAPIC + LAPICs and PIT: interrupt delivery and HLT never exit to Python.
 
         After the guest memory is mapped: measured here, a memory slot added once the in-kernel irqchip
-        exists takes ~6 ms to add (128 MiB), the same slot added before it 0.2 ms.
+        exists takes ~6 ms to add (128 MiB), the same slot added before it 0.2 ms (the slot update waits
+        out the SRCU grace period that the irqchip's I/O bus registrations started).
         """
         ioctl(self.fd, abi.KVM_CREATE_IRQCHIP, 0)
         pit = abi.kvm_pit_config(flags=abi.KVM_PIT_SPEAKER_DUMMY)
         ioctl(self.fd, abi.KVM_CREATE_PIT2, pit)
         self._commit_routes()
+        import threading
+
+        self._pit_setup = threading.Thread(target=self._disable_pit_reinjection, name="kvm-pit-setup")
+        self._pit_setup.start()
         return None  # the IOAPIC is in the kernel
+
+    def _disable_pit_reinjection(self) -> None:
+        """KVM_REINJECT_CONTROL off: the PIT delivers each tick as it expires and drops the ones a busy
+        guest missed (QEMU's ``lost_tick_policy=discard``), instead of queueing them for catch-up.
+
+        Why: a tickless guest keeps time from its clocksource, not by counting ticks, and reinjection
+        inhibits AMD's AVIC for the whole VM (arch/x86/kvm/i8254.c, kvm_pit_set_reinject).  Switching it
+        off waits for two SRCU grace periods of the VM's irq_srcu (unregistering the PIT's IRQ ack and
+        mask notifiers), ~14 ms here; so does destroying a PIT that still reinjects, which would delay
+        every exit of the VMM.  On its own thread the wait overlaps the rest of the boot instead.
+        """
+        try:
+            ioctl(self.fd, abi.KVM_REINJECT_CONTROL, abi.kvm_reinject_control(pit_reinject=0))
+        except OSError as e:  # harmless: the PIT keeps reinjecting and the VM's teardown is slower
+            from aovisor.logs import get_logger
+
+            get_logger(__name__).warning("could not switch off PIT tick reinjection: %s", e.strerror)
 
     def create_vcpu(self, index: int) -> KvmVcpu:
         from aovisor.hypervisor.kvm.vcpu import KvmVcpu
@@ -116,6 +141,8 @@ class KvmVm:
         return KvmVcpu(self, index)
 
     def close(self) -> None:
+        if self._pit_setup is not None:
+            self._pit_setup.join()  # not to close the fd under its ioctl
         os.close(self.fd)
 
 

@@ -2,10 +2,14 @@
  * smp: count the CPUs in the ACPI MADT, start every AP with INIT-SIPI-SIPI and have each report in.
  *
  * The BSP works at CPL3 (MADT walk, IPIs through the user-accessible LAPIC page, waiting); each AP runs
- * the real-mode trampoline (smp_trampoline.S) into long mode, prints "cpu online: apic id N" at CPL0
- * under a spinlock, counts itself in and halts. Output:
+ * the real-mode trampoline (smp_trampoline.S) into long mode, prints its ids at CPL0 under a spinlock,
+ * counts itself in and halts. Every CPU reports its LAPIC id beside the ids CPUID gives it (leaf 1
+ * EBX[31:24], leaf 0xB EDX), which the VMM must make agree per vCPU; the BSP also reports the hypervisor
+ * leaf's signature and the core-level count of leaf 0xB. Output:
  *   smp: N cpus in MADT
- *   cpu online: apic id K        (one per AP, in any order)
+ *   smp: cpuid: hypervisor "SIG", N logical cpus per package
+ *   smp: bsp apic id 0, cpuid apic id 0, x2apic id 0
+ *   cpu online: apic id K, cpuid apic id K, x2apic id K        (one per AP, in any order)
  *   smp: all N cpus online
  * or "smp: FAILED: ..." if there is no MADT or an AP does not show up within the timeout.
  */
@@ -30,13 +34,43 @@ static void spin_lock(volatile uint32_t *lock)
 
 static void spin_unlock(volatile uint32_t *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }
 
+/* "apic id A, cpuid apic id B, x2apic id C" for the calling CPU; C is "none" without leaf 0xB. */
+static void print_cpu_ids(void)
+{
+    unsigned initial_apic_id = cpuid(1, 0).ebx >> 24;
+    printf("apic id %u, cpuid apic id %u, x2apic id ", lapic_id(), initial_apic_id);
+    if (cpuid(0, 0).eax >= 0xB)
+        printf("%u\n", cpuid(0xB, 0).edx);
+    else
+        printf("none\n");
+}
+
+/* The hypervisor leaf (0x40000000: EBX, ECX, EDX spell the vendor) and leaf 0xB's core level. */
+static void print_cpuid_platform(void)
+{
+    char signature[13] = {0};
+    if (cpuid(1, 0).ecx & (1u << 31)) {
+        struct cpuid_regs hv = cpuid(0x40000000, 0);
+        memcpy(signature, &hv.ebx, 4);
+        memcpy(signature + 4, &hv.ecx, 4);
+        memcpy(signature + 8, &hv.edx, 4);
+    }
+    unsigned per_package = 0;
+    if (cpuid(0, 0).eax >= 0xB) {
+        struct cpuid_regs core = cpuid(0xB, 1);
+        if (((core.ecx >> 8) & 0xFF) == 2) /* level type 2: core */
+            per_package = core.ebx & 0xFFFF;
+    }
+    printf("smp: cpuid: hypervisor \"%s\", %u logical cpus per package\n", signature, per_package);
+}
+
 /* Called by ap_start64 on each AP, at CPL0 on its own stack. */
 void ap_main(void);
 void ap_main(void)
 {
-    unsigned id = lapic_id();
     spin_lock(&print_lock);
-    printf("cpu online: apic id %u\n", id);
+    printf("cpu online: ");
+    print_cpu_ids();
     __atomic_add_fetch(&aps_online, 1, __ATOMIC_RELEASE);
     spin_unlock(&print_lock);
     /* Returning parks the AP (cli; hlt) in ap_start64. */
@@ -85,6 +119,9 @@ static void user_main(void)
     uint8_t ids[MAX_CPUS];
     unsigned ncpus = madt_enabled_lapic_ids((const struct acpi_madt *)madt, ids, MAX_CPUS);
     printf("smp: %u cpus in MADT\n", ncpus);
+    print_cpuid_platform();
+    printf("smp: bsp ");
+    print_cpu_ids();
     if (ncpus > MAX_CPUS) {
         printf("smp: FAILED: more than %u cpus\n", MAX_CPUS);
         poweroff();

@@ -96,14 +96,25 @@ def test_lapic_and_pit_timer_interrupts(hypervisor: str, guest: Guest) -> None:
     assert lines[10:] == ["timer ok"]
 
 
+# What CPUID leaf 0x40000000 spells (EBX, ECX, EDX): KVM's leaf passes through; Hyper-V answers its own.
+HYPERVISOR_CPUID_SIGNATURE = {"kvm": "KVMKVMKVM", "mshv": "Microsoft Hv"}
+
+
 @pytest.mark.parametrize("cpus", [1, 2, 4])
 def test_smp_guest_starts_every_ap(hypervisor: str, guest: Guest, cpus: int) -> None:
     rc, out, err = boot(hypervisor, guest("smp"), "--cpus", f"boot={cpus}")
     assert rc == 0, err
     lines = out.splitlines()
-    assert lines[0] == f"smp: {cpus} cpus in MADT"
+    signature = HYPERVISOR_CPUID_SIGNATURE[hypervisor]
+    assert lines[:3] == [
+        f"smp: {cpus} cpus in MADT",
+        f'smp: cpuid: hypervisor "{signature}", {cpus} logical cpus per package',
+        "smp: bsp apic id 0, cpuid apic id 0, x2apic id 0",
+    ]
     assert lines[-1] == f"smp: all {cpus} cpus online"
-    assert sorted(lines[1:-1]) == [f"cpu online: apic id {i}" for i in range(1, cpus)]
+    assert sorted(lines[3:-1]) == [
+        f"cpu online: apic id {i}, cpuid apic id {i}, x2apic id {i}" for i in range(1, cpus)
+    ]
 
 
 def _sum32(data: bytes) -> int:

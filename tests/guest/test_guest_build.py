@@ -303,7 +303,13 @@ def test_timer_gets_lapic_and_pit_interrupts(guest: Callable[[str], Path]) -> No
 @needs_qemu
 def test_smp_starts_every_cpu(guest: Callable[[str], Path]) -> None:
     lines = _boot(guest("smp"), smp=2)
-    assert lines == ["smp: 2 cpus in MADT", "cpu online: apic id 1", "smp: all 2 cpus online"]
+    assert lines == [
+        "smp: 2 cpus in MADT",
+        'smp: cpuid: hypervisor "KVMKVMKVM", 2 logical cpus per package',
+        "smp: bsp apic id 0, cpuid apic id 0, x2apic id 0",
+        "cpu online: apic id 1, cpuid apic id 1, x2apic id 1",
+        "smp: all 2 cpus online",
+    ]
 
 
 @needs_qemu

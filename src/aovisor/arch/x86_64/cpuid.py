@@ -32,14 +32,7 @@ def vcpu_cpuid(supported: list[CpuidEntry], vcpu_index: int, vcpu_count: int) ->
             e.ecx |= LEAF1_ECX_HYPERVISOR
             e.edx = e.edx | LEAF1_EDX_HTT if vcpu_count > 1 else e.edx & ~LEAF1_EDX_HTT
         elif e.function in (0xB, 0x1F):
-            e.flags |= CPUID_FLAG_SIGNIFICANT_INDEX
-            if e.index == 0:  # SMT level: one thread per core
-                e.eax, e.ebx, e.ecx = 0, 1, (1 << 8) | 0
-            elif e.index == 1:  # core level: all vCPUs in one package
-                e.eax, e.ebx, e.ecx = core_bits, vcpu_count, (2 << 8) | 1
-            else:
-                e.eax, e.ebx, e.ecx = 0, 0, e.index
-            e.edx = apic_id  # x2APIC id
+            continue  # written whole below: KVM passes the host's levels (on AMD hosts often none)
         elif e.function == 4:
             # Intel deterministic cache parameters: EAX[31:26] = cores per package - 1.
             e.eax = (e.eax & 0x03FFFFFF) | (((1 << core_bits) - 1 if vcpu_count > 1 else 0) << 26)
@@ -51,8 +44,26 @@ def vcpu_cpuid(supported: list[CpuidEntry], vcpu_index: int, vcpu_count: int) ->
             # AMD topology extensions: EAX extended APIC id, EBX[15:8] threads per core - 1, EBX[7:0] core id.
             e.eax, e.ebx, e.ecx = apic_id, apic_id & 0xFF, 0
         out.append(e)
-    # Ensure leaf 0xB exists even if KVM did not report it (it always does on modern hosts).
-    if not any(e.function == 0xB for e in out):
-        out.append(CpuidEntry(0xB, 0, CPUID_FLAG_SIGNIFICANT_INDEX, 0, 1, 0x100, apic_id))
-        out.append(CpuidEntry(0xB, 1, CPUID_FLAG_SIGNIFICANT_INDEX, core_bits, vcpu_count, 0x201, apic_id))
+    out.extend(_extended_topology(0xB, apic_id, core_bits, vcpu_count))
+    if any(e.function == 0x1F for e in supported):
+        out.extend(_extended_topology(0x1F, apic_id, core_bits, vcpu_count))
+    for e in out:
+        if e.function == 0 and e.eax < 0xB:
+            e.eax = 0xB  # the maximum basic leaf must cover the topology leaf written above
     return out
+
+
+def _extended_topology(function: int, apic_id: int, core_bits: int, vcpu_count: int) -> list[CpuidEntry]:
+    """Leaf 0xB/0x1F sub-leaves (SDM Vol. 2A, CPUID "Extended Topology Enumeration Leaf").
+
+    Sub-leaf 0 is the SMT level (one thread per core), 1 the core level (every vCPU in one package), 2 the
+    terminating invalid level. EAX = APIC-id bits to shift to the next level, EBX = logical processors at
+    this level, ECX = level type << 8 | sub-leaf, EDX = the x2APIC id.  KVM passes the host's levels through
+    (on this AMD host: sub-leaf 0 only, all zero), so every sub-leaf is written rather than patched.
+    """
+    flags = CPUID_FLAG_SIGNIFICANT_INDEX
+    return [
+        CpuidEntry(function, 0, flags, 0, 1, (1 << 8) | 0, apic_id),
+        CpuidEntry(function, 1, flags, core_bits, vcpu_count, (2 << 8) | 1, apic_id),
+        CpuidEntry(function, 2, flags, 0, 0, 2, apic_id),
+    ]

@@ -1,0 +1,57 @@
+"""Per-vCPU CPUID fix-ups: the ids and topology a guest reads agree with the MADT (one core per vCPU)."""
+
+from __future__ import annotations
+
+from aovisor.arch.x86_64.cpuid import vcpu_cpuid
+from aovisor.hypervisor.base import CpuidEntry
+
+
+def _leaf(entries: list[CpuidEntry], function: int, index: int = 0) -> CpuidEntry:
+    matches = [e for e in entries if (e.function, e.index) == (function, index)]
+    assert len(matches) == 1, (function, index, matches)
+    return matches[0]
+
+
+# What KVM reports on an AMD host (this machine): leaf 0xB with sub-leaf 0 only, all zero; no 0x1F.
+AMD_LIKE = [
+    CpuidEntry(0, 0, 0, 0x1C, 0x68747541, 0x444D4163, 0x69746E65),
+    CpuidEntry(1, 0, 0, 0x00A10F11, 0x00020800, 0x01202000, 0x078BFBFF),
+    CpuidEntry(0xB, 0, 1),
+    CpuidEntry(0x80000008, 0, 0, 0x3030, 0, 0x7001, 0),
+    CpuidEntry(0x8000001E),
+]
+
+
+def test_every_id_a_guest_reads_is_the_vcpu_index() -> None:
+    for index in range(4):
+        out = vcpu_cpuid(AMD_LIKE, index, 4)
+        assert _leaf(out, 1).ebx >> 24 == index
+        assert [_leaf(out, 0xB, sub).edx for sub in range(3)] == [index] * 3
+        assert _leaf(out, 0x8000001E).eax == index
+        assert _leaf(out, 1).ecx & (1 << 31)  # the hypervisor bit
+
+
+def test_extended_topology_has_smt_core_and_terminating_levels() -> None:
+    out = vcpu_cpuid(AMD_LIKE, 0, 6)
+    smt, core, end = (_leaf(out, 0xB, sub) for sub in range(3))
+    assert (smt.eax, smt.ebx, smt.ecx >> 8) == (0, 1, 1)  # one thread per core
+    assert (core.eax, core.ebx, core.ecx >> 8) == (3, 6, 2)  # 6 cores need 3 APIC-id bits
+    assert (end.ebx, end.ecx >> 8, end.ecx & 0xFF) == (0, 0, 2)  # level type 0: no more levels
+    assert all(e.flags & 1 for e in (smt, core, end))  # the sub-leaf index is significant
+    assert _leaf(out, 0x80000008).ecx & 0xF0FF == (3 << 12) | 5
+
+
+def test_leaf_0x1f_is_written_only_when_kvm_has_it_and_max_leaf_covers_0xb() -> None:
+    old = [CpuidEntry(0, 0, 0, 0x7), CpuidEntry(1)]
+    out = vcpu_cpuid(old, 1, 2)
+    assert _leaf(out, 0).eax == 0xB
+    assert _leaf(out, 0xB, 1).ebx == 2
+    assert not any(e.function == 0x1F for e in out)
+    newer = [CpuidEntry(0, 0, 0, 0x1F), CpuidEntry(1), CpuidEntry(0x1F, 0, 1, 9, 9, 9, 9)]
+    out = vcpu_cpuid(newer, 1, 2)
+    assert _leaf(out, 0).eax == 0x1F
+    assert [(_leaf(out, 0x1F, sub).ebx, _leaf(out, 0x1F, sub).edx) for sub in range(3)] == [
+        (1, 1),
+        (2, 1),
+        (0, 1),
+    ]

@@ -2,6 +2,9 @@
  * timer: interrupt delivery from the two timer paths a VMM must get right, at CPL0 (hlt is privileged).
  *
  *  1. LAPIC timer: periodic, divide by 16, vector 0x40 (SDM vol. 3 §12.5.4).
+ *  1b. LAPIC timer in TSC-deadline mode (§12.5.4.1), if CPUID.1:ECX[24] offers it (a VMM must: Linux
+ *     then skips calibrating the LAPIC timer): each tick is one IA32_TSC_DEADLINE write, vector 0x43, and
+ *     an interrupt that arrives before its deadline is a failure.
  *  2. PIT channel 0 (rate generator, 100 Hz) through the IOAPIC. The PIT drives ISA IRQ0; which IOAPIC
  *     pin that reaches depends on the machine: QEMU's MADT has an interrupt source override IRQ0 -> GSI 2
  *     and routes the in-kernel PIT to pin 2, while KVM's default routing (no KVM_SET_GSI_ROUTING) sends
@@ -21,6 +24,8 @@
  * emulated, and printing is most of what it executes. Output:
  *   timer: lapic phase
  *   lapic tick 1 .. lapic tick N
+ *   timer: tsc-deadline phase              (or "timer: no tsc-deadline mode in cpuid")
+ *   tsc-deadline tick 1 .. tsc-deadline tick N
  *   timer: pit phase
  *   pit tick 1 .. pit tick N
  *   timer: pit arrived on ioapic pin 2      (or "pin 0", or "pin 0 and 2")
@@ -33,6 +38,9 @@
 #define LAPIC_TIMER_VECTOR 0x40
 #define PIT_PIN0_VECTOR 0x41
 #define PIT_PIN2_VECTOR 0x42
+#define DEADLINE_VECTOR 0x43
+#define DEADLINE_DELTA_TSC 2000000ull          /* about a millisecond at any TSC rate here */
+#define DEADLINE_TIMEOUT_TSC 20000000000ull    /* seconds: the interrupt never came */
 
 #define IOAPIC_REGSEL 0x00
 #define IOAPIC_WINDOW 0x10
@@ -55,12 +63,49 @@
 static volatile unsigned lapic_ticks;
 static volatile unsigned pit_ticks;
 static volatile unsigned pit_pins_seen; /* bit n: IOAPIC pin n delivered the PIT */
+static volatile unsigned deadline_ticks;
+static volatile uint64_t deadline_tick_tsc; /* the TSC when the last deadline interrupt was taken */
 
 static void lapic_timer_interrupt(unsigned vector)
 {
     (void)vector;
     lapic_ticks++;
     lapic_eoi();
+}
+
+static void deadline_interrupt(unsigned vector)
+{
+    (void)vector;
+    deadline_tick_tsc = rdtsc();
+    deadline_ticks++;
+    lapic_eoi();
+}
+
+/* Phase 1b: arm the TSC deadline `ticks` times, each one DEADLINE_DELTA_TSC ahead, and check that each
+ * interrupt comes, and not before its deadline. Leaves the LAPIC timer disarmed. */
+static bool tsc_deadline_phase(unsigned ticks)
+{
+    lapic_write(LAPIC_TIMER_INITIAL, 0);
+    lapic_write(LAPIC_LVT_TIMER, LAPIC_LVT_TIMER_TSC_DEADLINE | DEADLINE_VECTOR);
+    for (unsigned tick = 1; tick <= ticks; tick++) {
+        uint64_t armed = rdtsc(), deadline = armed + DEADLINE_DELTA_TSC;
+        wrmsr(MSR_IA32_TSC_DEADLINE, deadline);
+        __asm__ volatile("sti" ::: "memory");
+        while (deadline_ticks < tick && rdtsc() - armed < DEADLINE_TIMEOUT_TSC)
+            cpu_relax();
+        irq_disable();
+        if (deadline_ticks != tick) {
+            printf("timer: FAILED: tsc-deadline tick %u never came (%u ticks)\n", tick, deadline_ticks);
+            return false;
+        }
+        if (deadline_tick_tsc < deadline) {
+            printf("timer: FAILED: tsc-deadline tick %u came %lu cycles early\n", tick, deadline - deadline_tick_tsc);
+            return false;
+        }
+        printf("tsc-deadline tick %u\n", tick);
+    }
+    wrmsr(MSR_IA32_TSC_DEADLINE, 0);
+    return true;
 }
 
 static void pit_interrupt(unsigned vector)
@@ -144,6 +189,7 @@ void main(struct hvm_start_info *start_info)
     irq_set_handler(LAPIC_TIMER_VECTOR, lapic_timer_interrupt);
     irq_set_handler(PIT_PIN0_VECTOR, pit_interrupt);
     irq_set_handler(PIT_PIN2_VECTOR, pit_interrupt);
+    irq_set_handler(DEADLINE_VECTOR, deadline_interrupt);
 
     printf("timer: lapic phase\n");
     lapic_write(LAPIC_SVR, LAPIC_SVR_ENABLE | LAPIC_SPURIOUS_VECTOR);
@@ -152,6 +198,17 @@ void main(struct hvm_start_info *start_info)
     lapic_write(LAPIC_LVT_TIMER, LAPIC_LVT_TIMER_PERIODIC | LAPIC_TIMER_VECTOR);
     lapic_write(LAPIC_TIMER_INITIAL, (uint32_t)lapic_count);
     wait_ticks("lapic", &lapic_ticks, ticks, 0);
+
+    if (cpuid(1, 0).ecx & CPUID_1_ECX_TSC_DEADLINE) {
+        printf("timer: tsc-deadline phase\n");
+        if (!tsc_deadline_phase(ticks))
+            poweroff();
+        /* Back to periodic mode: the LAPIC timer is the PIT phase's watchdog. */
+        lapic_write(LAPIC_LVT_TIMER, LAPIC_LVT_TIMER_PERIODIC | LAPIC_TIMER_VECTOR);
+        lapic_write(LAPIC_TIMER_INITIAL, (uint32_t)lapic_count);
+    } else {
+        printf("timer: no tsc-deadline mode in cpuid\n");
+    }
 
     unsigned bsp = lapic_id();
     printf("timer: pit phase\n");

@@ -36,9 +36,12 @@ from lab import LabArtifacts
 pytestmark = pytest.mark.lab
 
 # What the guest reports, one "key: value" line each; dmesg lines come back prefixed with "dmesg: ".
+TOPOLOGY = "/sys/devices/system/cpu/cpu*/topology"
 REPORT = (
     "echo kernel-release: $(uname -r); echo cpus: $(grep -c ^processor /proc/cpuinfo); "
-    "echo clocksource: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+    "echo clocksource: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); "
+    f"echo core-ids: $(cat {TOPOLOGY}/core_id); echo package-ids: $(cat {TOPOLOGY}/physical_package_id); "
+    "echo tsc-deadline-cpus: $(grep -c '^flags.* tsc_deadline_timer' /proc/cpuinfo)"
 )
 DMESG_PATTERN = "ACPI.*(Error|Warning)|WARNING:|XSAVE consistency|BUG:|Oops|clocksource|unstable"
 # (Not the lines that quote the kernel command line: it holds this very pattern.)
@@ -160,6 +163,12 @@ def test_four_vcpus_are_four_processors_in_the_guest(boots: VmmRunsResult) -> No
     run = _run(boots, "bzimage-4cpus")
     _powered_off_cleanly(run)
     assert _report(run, "cpus") == ["4"], run.describe()
+    # One package of four cores, as the CPUID topology leaves say (before they were written whole, the
+    # kernel of L2 reported no core level and Linux made each vCPU its own package).
+    assert _report(run, "core-ids") == ["0 1 2 3"], run.describe()
+    assert _report(run, "package-ids") == ["0 0 0 0"], run.describe()
+    # L2's kernel (6.12) leaves TSC-deadline mode out of KVM_GET_SUPPORTED_CPUID; aovisor offers it.
+    assert _report(run, "tsc-deadline-cpus") == ["4"], run.describe()
 
 
 def test_reboot_boots_again_and_the_second_boot_powers_off(boots: VmmRunsResult) -> None:

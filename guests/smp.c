@@ -5,9 +5,10 @@
  * the real-mode trampoline (smp_trampoline.S) into long mode, prints its ids at CPL0 under a spinlock,
  * counts itself in and halts. Every CPU reports its LAPIC id beside the ids CPUID gives it (leaf 1
  * EBX[31:24], leaf 0xB EDX), which the VMM must make agree per vCPU; the BSP also reports the hypervisor
- * leaf's signature and the core-level count of leaf 0xB. Output:
+ * leaf's signature, the core-level count of leaf 0xB and the brand string. Output:
  *   smp: N cpus in MADT
  *   smp: cpuid: hypervisor "SIG", N logical cpus per package
+ *   smp: cpuid: brand "BRAND"
  *   smp: bsp apic id 0, cpuid apic id 0, x2apic id 0
  *   cpu online: apic id K, cpuid apic id K, x2apic id K        (one per AP, in any order)
  *   smp: all N cpus online
@@ -62,6 +63,20 @@ static void print_cpuid_platform(void)
             per_package = core.ebx & 0xFFFF;
     }
     printf("smp: cpuid: hypervisor \"%s\", %u logical cpus per package\n", signature, per_package);
+
+    /* The brand string (leaves 0x80000002-4), blanks trimmed at both ends as Linux does. */
+    char brand[49] = {0};
+    if (cpuid(0x80000000, 0).eax >= 0x80000004)
+        for (unsigned i = 0; i < 3; i++) {
+            struct cpuid_regs r = cpuid(0x80000002 + i, 0);
+            memcpy(brand + 16 * i, &r, 16);
+        }
+    char *start = brand;
+    while (*start == ' ')
+        start++;
+    for (char *end = start + strnlen(start, sizeof brand); end > start && end[-1] == ' ';)
+        *--end = '\0';
+    printf("smp: cpuid: brand \"%s\"\n", start);
 }
 
 /* Called by ap_start64 on each AP, at CPL0 on its own stack. */

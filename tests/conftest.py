@@ -100,3 +100,12 @@ def run_aovisor(
         env={**os.environ, **(env or {})},
         cwd=REPO,
     )
+
+
+def host_model_name() -> str:
+    """The host CPU's ``model name`` in /proc/cpuinfo: its CPUID brand string, as Linux trimmed it."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    raise AssertionError("no model name in /proc/cpuinfo")

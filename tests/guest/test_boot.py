@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_aovisor
+from conftest import REPO, host_model_name, run_aovisor
 
 Guest = Callable[[str], Path]
 
@@ -120,13 +120,14 @@ def test_smp_guest_starts_every_ap(hypervisor: str, guest: Guest, cpus: int) -> 
     assert rc == 0, err
     lines = out.splitlines()
     signature = HYPERVISOR_CPUID_SIGNATURE[hypervisor]
-    assert lines[:3] == [
+    assert lines[:4] == [
         f"smp: {cpus} cpus in MADT",
         f'smp: cpuid: hypervisor "{signature}", {cpus} logical cpus per package',
+        f'smp: cpuid: brand "{host_model_name()}"',  # the host's, as with QEMU -cpu host
         "smp: bsp apic id 0, cpuid apic id 0, x2apic id 0",
     ]
     assert lines[-1] == f"smp: all {cpus} cpus online"
-    assert sorted(lines[3:-1]) == [
+    assert sorted(lines[4:-1]) == [
         f"cpu online: apic id {i}, cpuid apic id {i}, x2apic id {i}" for i in range(1, cpus)
     ]
 

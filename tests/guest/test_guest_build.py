@@ -24,6 +24,8 @@ from guests.build import (
     main,
 )
 
+from conftest import host_model_name
+
 LOAD_ADDR = 0x100000
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 PF_X = 1
@@ -309,6 +311,7 @@ def test_smp_starts_every_cpu(guest: Callable[[str], Path]) -> None:
     assert lines == [
         "smp: 2 cpus in MADT",
         'smp: cpuid: hypervisor "KVMKVMKVM", 2 logical cpus per package',
+        f'smp: cpuid: brand "{host_model_name()}"',
         "smp: bsp apic id 0, cpuid apic id 0, x2apic id 0",
         "cpu online: apic id 1, cpuid apic id 1, x2apic id 1",
         "smp: all 2 cpus online",

@@ -41,7 +41,8 @@ REPORT = (
     "echo kernel-release: $(uname -r); echo cpus: $(grep -c ^processor /proc/cpuinfo); "
     "echo clocksource: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); "
     f"echo core-ids: $(cat {TOPOLOGY}/core_id); echo package-ids: $(cat {TOPOLOGY}/physical_package_id); "
-    "echo tsc-deadline-cpus: $(grep -c '^flags.* tsc_deadline_timer' /proc/cpuinfo)"
+    "echo tsc-deadline-cpus: $(grep -c '^flags.* tsc_deadline_timer' /proc/cpuinfo); "
+    "echo model-name: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2)"
 )
 DMESG_PATTERN = "ACPI.*(Error|Warning)|WARNING:|XSAVE consistency|BUG:|Oops|clocksource|unstable"
 # (Not the lines that quote the kernel command line: it holds this very pattern.)
@@ -169,6 +170,8 @@ def test_four_vcpus_are_four_processors_in_the_guest(boots: VmmRunsResult) -> No
     assert _report(run, "package-ids") == ["0 0 0 0"], run.describe()
     # L2's kernel (6.12) leaves TSC-deadline mode out of KVM_GET_SUPPORTED_CPUID; aovisor offers it.
     assert _report(run, "tsc-deadline-cpus") == ["4"], run.describe()
+    # The brand string is L2's (QEMU's TCG CPU), which KVM leaves to user space, as QEMU -cpu host does.
+    assert [name.startswith("QEMU TCG CPU") for name in _report(run, "model-name")] == [True], run.describe()
 
 
 def test_reboot_boots_again_and_the_second_boot_powers_off(boots: VmmRunsResult) -> None:

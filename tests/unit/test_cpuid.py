@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aovisor.arch.x86_64.cpuid import vcpu_cpuid
+from pathlib import Path
+
+from aovisor.arch.x86_64.cpuid import brand_string_leaves, host_brand_string, vcpu_cpuid
 from aovisor.hypervisor.base import CpuidEntry
 
 
@@ -55,3 +57,23 @@ def test_leaf_0x1f_is_written_only_when_kvm_has_it_and_max_leaf_covers_0xb() -> 
         (2, 1),
         (0, 1),
     ]
+
+
+def test_brand_string_is_48_nul_padded_bytes_in_eax_ebx_ecx_edx_order() -> None:
+    leaves = brand_string_leaves("AMD EPYC 7763 64-Core Processor")
+    assert [e.function for e in leaves] == [0x80000002, 0x80000003, 0x80000004]
+    raw = b"".join(r.to_bytes(4, "little") for e in leaves for r in (e.eax, e.ebx, e.ecx, e.edx))
+    assert raw == b"AMD EPYC 7763 64-Core Processor".ljust(48, b"\0")
+    long = brand_string_leaves("x" * 60)  # 47 characters at most: the string stays NUL-terminated
+    assert long[2].edx >> 24 == 0 and long[2].edx & 0xFFFFFF == 0x787878
+
+
+def test_host_brand_string_reads_the_first_model_name(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC  \nmodel name\t: other\n"
+    )
+    assert host_brand_string(str(cpuinfo)) == "AMD EPYC"
+    cpuinfo.write_text("processor\t: 0\nfeatures\t: fp asimd\n")  # e.g. arm64: no model name
+    assert host_brand_string(str(cpuinfo)) is None
+    assert host_brand_string(str(tmp_path / "missing")) is None

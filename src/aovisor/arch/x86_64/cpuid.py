@@ -12,6 +12,8 @@ CPUID_FLAG_SIGNIFICANT_INDEX = 1
 LEAF1_ECX_HYPERVISOR = 1 << 31
 LEAF1_ECX_TSC_DEADLINE = 1 << 24
 LEAF1_EDX_HTT = 1 << 28
+BRAND_STRING_LEAVES = (0x80000002, 0x80000003, 0x80000004)
+BRAND_STRING_BYTES = 48
 
 
 def _bits_for(count: int) -> int:
@@ -67,3 +69,26 @@ def _extended_topology(function: int, apic_id: int, core_bits: int, vcpu_count: 
         CpuidEntry(function, 1, flags, core_bits, vcpu_count, (2 << 8) | 1, apic_id),
         CpuidEntry(function, 2, flags, 0, 0, 2, apic_id),
     ]
+
+
+def brand_string_leaves(brand: str) -> list[CpuidEntry]:
+    """Leaves 0x80000002-4: the processor brand string, 48 bytes of NUL-padded ASCII (at most 47
+    characters), four bytes per register in EAX, EBX, ECX, EDX order (AMD APM vol. 3, CPUID Fn8000_0002)."""
+    raw = brand.encode("ascii", "replace")[: BRAND_STRING_BYTES - 1].ljust(BRAND_STRING_BYTES, b"\0")
+    words = [int.from_bytes(raw[i : i + 4], "little") for i in range(0, BRAND_STRING_BYTES, 4)]
+    return [CpuidEntry(leaf, 0, 0, *words[4 * n : 4 * n + 4]) for n, leaf in enumerate(BRAND_STRING_LEAVES)]
+
+
+def host_brand_string(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The host's brand string as Linux read it from CPUID (``model name``; leading and trailing blanks
+    trimmed), or None where the file has none.  Python cannot execute CPUID itself; this costs ~50 us."""
+    try:
+        with open(cpuinfo, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    for line in head.split(b"\n"):
+        key, sep, value = line.partition(b":")
+        if sep and key.strip() == b"model name":
+            return value.strip().decode("ascii", "replace") or None
+    return None

@@ -6,8 +6,7 @@ import ctypes
 import os
 from collections.abc import Callable
 
-from aovisor.arch.x86_64 import layout
-from aovisor.arch.x86_64.cpuid import LEAF1_ECX_TSC_DEADLINE
+from aovisor.arch.x86_64 import cpuid, layout
 from aovisor.hypervisor.base import CpuidEntry
 from aovisor.hypervisor.kvm import abi
 from aovisor.hypervisor.syscalls import ioctl
@@ -100,16 +99,24 @@ class KvmVm:
         ioctl(self.fd, abi.KVM_SET_CLOCK, abi.kvm_clock_data(clock=clock))
 
     def supported_cpuid(self) -> list[CpuidEntry]:
-        """KVM_GET_SUPPORTED_CPUID plus the LAPIC timer's TSC-deadline mode, which the in-kernel LAPIC
-        emulates (KVM_CAP_TSC_DEADLINE_TIMER) but older kernels leave out of that table (api.rst,
-        KVM_GET_SUPPORTED_CPUID; it gained the bit with KVM commit 9be4ec35d668, early 2025; the lab's L2
-        kernel, 6.12, lacks it); QEMU and Cloud Hypervisor set the bit themselves.  With it, Linux skips
-        calibrating the LAPIC timer against the PIT (calibrate_APIC_clock)."""
+        """KVM_GET_SUPPORTED_CPUID plus two things KVM leaves to user space, as QEMU ``-cpu host`` does:
+
+        * the LAPIC timer's TSC-deadline mode, which the in-kernel LAPIC emulates
+          (KVM_CAP_TSC_DEADLINE_TIMER) but older kernels leave out of that table (api.rst,
+          KVM_GET_SUPPORTED_CPUID; it gained the bit with KVM commit 9be4ec35d668, early 2025; the lab's L2
+          kernel, 6.12, lacks it).  With it, Linux skips calibrating the LAPIC timer (calibrate_APIC_clock);
+        * the host's brand string (leaves 0x80000002-4, which KVM reports as zeros), so the guest's
+          ``model name`` is the host's rather than a name Linux makes up from family and model.
+        """
         entries = self.kvm.supported_cpuid()
-        if self.kvm.check_extension(abi.KVM_CAP_TSC_DEADLINE_TIMER):
-            for e in entries:
-                if e.function == 1:
-                    e.ecx |= LEAF1_ECX_TSC_DEADLINE
+        tsc_deadline = self.kvm.check_extension(abi.KVM_CAP_TSC_DEADLINE_TIMER)
+        brand = cpuid.host_brand_string()
+        brand_leaves = {e.function: e for e in cpuid.brand_string_leaves(brand)} if brand else {}
+        for i, e in enumerate(entries):
+            if e.function == 1 and tsc_deadline:
+                e.ecx |= cpuid.LEAF1_ECX_TSC_DEADLINE
+            elif e.function in brand_leaves and not (e.eax or e.ebx or e.ecx or e.edx):
+                entries[i] = brand_leaves[e.function]
         return entries
 
     def create_irqchip(self) -> None:

@@ -3,6 +3,7 @@ the guest's exact serial output and the process's exit status."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -196,6 +197,39 @@ def test_reset_reboots_the_guest(hypervisor: str, guest: Guest, method: str) -> 
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert lines[:3] == [f"reset: boot, method {method}"] * 3, err.decode()
+
+
+def _events(path: Path) -> list[str]:
+    """``source:event`` of each JSON object the event monitor wrote (objects follow one another)."""
+    text, decoder, found, at = path.read_text(), json.JSONDecoder(), [], 0
+    while (at := text.find("{", at)) != -1:
+        event, at = decoder.raw_decode(text, at)
+        found.append(f"{event['source']}:{event['event']}")
+    return found
+
+
+def test_sigterm_shuts_the_vmm_down_in_order(hypervisor: str, guest: Guest, tmp_path: Path) -> None:
+    """SIGTERM, as libvirt and Kata stop a VMM: the guest stops, the events are complete, the API socket
+    file is removed and the status is 0 (as after ``vmm.shutdown``), rather than the process being killed."""
+    events, api = tmp_path / "events.json", tmp_path / "api.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aovisor", "--hypervisor", hypervisor, "--kernel", str(guest("ticker")),
+         "--memory", "size=64M", "--cmdline", "period_ms=20",
+         "--event-monitor", f"path={events}", "--api-socket", f"path={api}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    try:
+        lines = _read_boot_lines(proc, 3, timeout=30)  # "ticker: period 20 ms", "tick 1", "tick 2"
+        assert api.exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert lines[1:3] == ["tick 1", "tick 2"], err.decode()
+    assert proc.returncode == 0, err.decode()
+    assert _events(events) == [
+        "vmm:starting", "vm:booting", "vm:booted", "vm:shutdown", "vm:deleted", "vmm:shutdown",
+    ]  # fmt: skip
+    assert not api.exists()
 
 
 def test_vcpu_threads_are_named_for_libvirt(hypervisor: str, guest: Guest) -> None:

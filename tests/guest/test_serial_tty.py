@@ -1,5 +1,5 @@
 """`--serial tty` on a real terminal: keys reach the guest in raw mode (Ctrl-C included) and the terminal's
-settings are restored when the VMM exits."""
+settings are restored when the VMM exits, also when SIGTERM ends it."""
 
 from __future__ import annotations
 
@@ -31,27 +31,34 @@ def _read_until(fd: int, marker: bytes, timeout: float) -> bytes:
     return buf
 
 
-def test_terminal_input_reaches_the_guest_in_raw_mode(hypervisor: str, guest: Callable[[str], Path]) -> None:
-    kernel = guest("echo")
+def _vmm_on_a_terminal(hypervisor: str, kernel: Path) -> tuple[int, int, int]:
+    """Fork the VMM with ``--serial tty`` on a new pty's slave side, as a user would run it; returns its
+    pid and the pty's (master, slave) fds."""
     master, slave = pty.openpty()
-    before = termios.tcgetattr(slave)
     pid = os.fork()
-    if pid == 0:  # child: the VMM on the terminal's slave side, as a user would run it
+    if pid == 0:  # child
         os.setsid()
         for fd in (0, 1, 2):
             os.dup2(slave, fd)
         os.chdir(REPO)
-        args = [
-            "--hypervisor",
-            hypervisor,
-            "--kernel",
-            str(kernel),
-            "--memory",
-            "size=64M",
-            "--serial",
-            "tty",
-        ]
-        os.execv(sys.executable, [sys.executable, "-m", "aovisor", *args])
+        args = ["--hypervisor", hypervisor, "--kernel", str(kernel), "--memory", "size=64M"]
+        os.execv(sys.executable, [sys.executable, "-m", "aovisor", *args, "--serial", "tty"])
+    return pid, master, slave
+
+
+def _reap(pid: int, master: int, slave: int) -> None:
+    try:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+    os.close(master)
+    os.close(slave)
+
+
+def test_terminal_input_reaches_the_guest_in_raw_mode(hypervisor: str, guest: Callable[[str], Path]) -> None:
+    pid, master, slave = _vmm_on_a_terminal(hypervisor, guest("echo"))
+    before = termios.tcgetattr(slave)
     try:
         assert b"echo: ready" in _read_until(master, b"echo: ready", 30)
         os.write(master, b"hi\x03there")  # \x03 is Ctrl-C: in raw mode it is a byte for the guest
@@ -64,10 +71,19 @@ def test_terminal_input_reaches_the_guest_in_raw_mode(hypervisor: str, guest: Ca
         after = termios.tcgetattr(slave)
         assert after[3] == before[3], "local modes (ICANON, ECHO, ISIG) were not restored"
     finally:
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        os.close(master)
-        os.close(slave)
+        _reap(pid, master, slave)
+
+
+def test_sigterm_restores_the_terminal(hypervisor: str, guest: Callable[[str], Path]) -> None:
+    """Stopped by SIGTERM while the terminal is raw, the VMM still gives the terminal its settings back."""
+    pid, master, slave = _vmm_on_a_terminal(hypervisor, guest("echo"))
+    before = termios.tcgetattr(slave)
+    try:
+        assert b"echo: ready" in _read_until(master, b"echo: ready", 30)
+        assert termios.tcgetattr(slave)[3] != before[3], "the VMM did not put the terminal in raw mode"
+        os.kill(pid, 15)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert termios.tcgetattr(slave)[3] == before[3], "local modes (ICANON, ECHO, ISIG) were not restored"
+    finally:
+        _reap(pid, master, slave)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import signal
 
 from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
@@ -36,6 +37,9 @@ def run_vmm(
     from aovisor.vmm.vmm import Vmm
 
     vmm = Vmm(hypervisor=hypervisor, events=events)
+    # SIGTERM stops the VM and the VMM in order (events, terminal mode, API socket file) instead of killing
+    # the process; the handler runs on this (the main) thread between bytecodes, never inside a device.
+    previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, _frame: vmm.request_termination(signum))
     server = None
     try:
         if api_socket is not None:
@@ -56,3 +60,4 @@ def run_vmm(
         vmm.close()
         if server is not None:
             server.close()
+        signal.signal(signal.SIGTERM, previous_sigterm)

@@ -67,6 +67,7 @@ class Vmm:
         self._serial: SerialEndpoint | None = None
         self._cmos_ram: bytes | None = None  # battery-backed: outlives the VM across a reset (see _stop_vm)
         self._vm_exit_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._termination_signal: int | None = None  # set by request_termination (a signal handler)
         self._closed = False
         self.events.emit("vmm", "starting")
 
@@ -82,6 +83,10 @@ class Vmm:
         poller.register(self._vm_exit_fd, select.POLLIN)
         try:
             while self.exit_status is None:
+                if self._termination_signal is not None:
+                    log.info("signal %d: shutting down", self._termination_signal)
+                    self.shutdown_vmm()
+                    continue  # exit_status is set: the loop ends
                 self._handle_vm_exit()
                 if self.exit_status is not None:
                     break
@@ -93,6 +98,13 @@ class Vmm:
         finally:
             self.close()
         return self.exit_status
+
+    def request_termination(self, signum: int) -> None:
+        """End the VMM as ``vmm.shutdown`` does, from a signal handler (SIGTERM: how libvirt and Kata stop
+        a VMM, and what Cloud Hypervisor turns into its exit event): only a flag and an eventfd write,
+        which are safe there; the control loop does the rest."""
+        self._termination_signal = signum
+        self._on_vm_exit()
 
     def _on_vm_exit(self) -> None:
         """A VM exit listener (any thread): wake the control loop."""

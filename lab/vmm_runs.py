@@ -148,12 +148,16 @@ def guest_files(vmlinuz: Path, vmlinux: Path, initramfs: Path) -> dict[str, Path
     return {"vmlinuz": vmlinuz, "vmlinux": vmlinux, INITRAMFS: initramfs}
 
 
-def aovisor_boot(kernel: str, cmdline: str, *, cpus: int = 1, options: Sequence[str] = ()) -> list[str]:
-    """aovisor (the work tree's, on L2's Python) booting ``kernel`` (a name from :func:`guest_files`)."""
+def aovisor_boot(
+    kernel: str, cmdline: str, *, cpus: int = 1, topology: str | None = None, options: Sequence[str] = ()
+) -> list[str]:
+    """aovisor (the work tree's, on L2's Python) booting ``kernel`` (a name from :func:`guest_files`);
+    ``topology`` is ``--cpus topology=`` (threads:cores:dies:packages)."""
+    cpus_option = f"boot={cpus}" if topology is None else f"boot={cpus},topology={topology}"
     return [
         *("python3", "-m", "aovisor", *options),
         *("--kernel", f"{L2_EXTRA}/{kernel}", "--initramfs", f"{L2_EXTRA}/{INITRAMFS}"),
-        *("--cpus", f"boot={cpus}", "--memory", f"size={GUEST_MEMORY_MIB}M", "--serial", "tty"),
+        *("--cpus", cpus_option, "--memory", f"size={GUEST_MEMORY_MIB}M", "--serial", "tty"),
         *("--cmdline", cmdline),
     ]
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import enum
 
+from aovisor.arch.x86_64.topology import CpuTopology
 from aovisor.errors import ConfigError
 from aovisor.lean_typing import NamedTuple
 
 MiB = 1 << 20
 DEFAULT_MEMORY = 512 * MiB  # Cloud Hypervisor's default
 MAX_VCPUS = 254  # one xAPIC id per vCPU, 0xFF is broadcast
+MAX_XAPIC_ID = 254  # 0xFF is broadcast
 
 
 class PayloadConfig(NamedTuple):
@@ -30,10 +32,16 @@ class PayloadConfig(NamedTuple):
 
 
 class CpusConfig(NamedTuple):
-    """vCPUs at boot, and at most (the same: no hotplug yet)."""
+    """vCPUs at boot, and at most (the same: no hotplug yet); the topology, None for one package of cores."""
 
     boot_vcpus: int = 1
     max_vcpus: int = 1
+    topology: CpuTopology | None = None
+
+    @property
+    def cpu_topology(self) -> CpuTopology:
+        """The topology the guest sees: the one given, else one package of ``max_vcpus`` cores."""
+        return self.topology if self.topology is not None else CpuTopology.flat(self.max_vcpus)
 
 
 class MemoryConfig(NamedTuple):
@@ -137,6 +145,8 @@ class VmConfig(NamedTuple):
             raise ConfigError(f"--cpus: boot={self.cpus.boot_vcpus} must be between 1 and {MAX_VCPUS}")
         if self.cpus.max_vcpus < self.cpus.boot_vcpus:
             raise ConfigError("--cpus: max must not be smaller than boot")
+        if self.cpus.topology is not None:
+            _validate_topology(self.cpus.topology, self.cpus.max_vcpus)
         if self.memory.size < 16 * MiB:
             raise ConfigError("--memory: size must be at least 16M")
         if self.memory.size % (1 << 12):
@@ -155,3 +165,19 @@ class VmConfig(NamedTuple):
             raise ConfigError("--console: tty: the serial port is on the terminal already (--serial null)")
         if self.hypervisor not in (None, "kvm", "mshv"):
             raise ConfigError(f"--hypervisor: unknown hypervisor {self.hypervisor!r} (kvm or mshv)")
+
+
+def _validate_topology(topology: CpuTopology, max_vcpus: int) -> None:
+    """Cloud Hypervisor's rules (every part at least 1, their product is max_vcpus) and ours: the APIC ids
+    the topology implies fit the MADT's xAPIC entries (0-254)."""
+    given = ":".join(str(part) for part in topology)
+    if min(topology) < 1:
+        raise ConfigError(f"--cpus: topology={given}: every part must be at least 1")
+    if topology.vcpus != max_vcpus:
+        raise ConfigError(f"--cpus: topology={given} describes {topology.vcpus} vCPUs, not {max_vcpus}")
+    highest = topology.apic_id(max_vcpus - 1)
+    if highest > MAX_XAPIC_ID:
+        raise ConfigError(
+            f"--cpus: topology={given} needs APIC ids up to {highest} (each part's field is a power of two "
+            f"wide), above the xAPIC limit of {MAX_XAPIC_ID}"
+        )

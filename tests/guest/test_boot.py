@@ -133,6 +133,32 @@ def test_smp_guest_starts_every_ap(hypervisor: str, guest: Guest, cpus: int) -> 
     ]
 
 
+@pytest.mark.parametrize(
+    ("topology", "apic_ids", "per_package"),
+    [
+        ("1:3:1:2", [0, 1, 2, 4, 5, 6], 3),  # 3 cores need a 2-bit field: package 1 starts at APIC id 4
+        ("2:2:1:1", [0, 1, 2, 3], 4),
+    ],
+)
+def test_smp_guest_sees_the_topology_asked_for(
+    hypervisor: str, guest: Guest, topology: str, apic_ids: list[int], per_package: int
+) -> None:
+    cpus = len(apic_ids)
+    rc, out, err = boot(hypervisor, guest("smp"), "--cpus", f"boot={cpus},topology={topology}")
+    if hypervisor == "mshv":  # Hyper-V answers CPUID with its own topology
+        assert rc != 0 and "topology" in err, err
+        return
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"smp: {cpus} cpus in MADT"
+    assert lines[1] == f'smp: cpuid: hypervisor "KVMKVMKVM", {per_package} logical cpus per package'
+    assert lines[3] == "smp: bsp apic id 0, cpuid apic id 0, x2apic id 0"
+    assert sorted(lines[4:-1]) == [
+        f"cpu online: apic id {i}, cpuid apic id {i}, x2apic id {i}" for i in apic_ids[1:]
+    ]
+    assert lines[-1] == f"smp: all {cpus} cpus online"
+
+
 def _sum32(data: bytes) -> int:
     return sum(data) & 0xFFFFFFFF
 

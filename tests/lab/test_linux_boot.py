@@ -44,6 +44,7 @@ REPORT = (
     "echo tsc-deadline-cpus: $(grep -c '^flags.* tsc_deadline_timer' /proc/cpuinfo); "
     "echo model-name: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2)"
 )
+SIBLINGS = f"echo thread-siblings: $(cat {TOPOLOGY}/thread_siblings_list)"
 DMESG_PATTERN = "ACPI.*(Error|Warning)|WARNING:|XSAVE consistency|BUG:|Oops|clocksource|unstable"
 # (Not the lines that quote the kernel command line: it holds this very pattern.)
 DMESG = f"dmesg | grep -E '{DMESG_PATTERN}' | grep -v aovisor_cmd | sed 's/^/dmesg: /'"
@@ -70,12 +71,13 @@ def _boot(
     command: str,
     *,
     cpus: int = 1,
+    topology: str | None = None,
     verbose: bool = False,
     options: tuple[str, ...] = (),
 ) -> VmmRun:
     cmdline = f"{GUEST_CMDLINE} {command_line_parameter(command)}"
     options = (*options, "-vv") if verbose else options
-    return VmmRun(name, aovisor_boot(kernel, cmdline, cpus=cpus, options=options))
+    return VmmRun(name, aovisor_boot(kernel, cmdline, cpus=cpus, topology=topology, options=options))
 
 
 def _api_driven(name: str, actions: str) -> VmmRun:
@@ -98,6 +100,7 @@ MMIO_REPORT = (
 RUNS = (
     _boot("bzimage-1cpu", "vmlinuz", f"{REPORT}; {DMESG}", verbose=True),
     _boot("bzimage-4cpus", "vmlinuz", REPORT, cpus=4),
+    _boot("topology-2-threads-2-packages", "vmlinuz", f"{REPORT}; {SIBLINGS}", cpus=4, topology="2:1:1:2"),
     _boot("pvh-1cpu", "vmlinux", REPORT, verbose=True),
     _boot("reboot", "vmlinuz", f"{REPORT}; {REBOOT_ONCE}"),
     _api_driven("api-reboot-then-power-button", "vm.reboot,vm.power-button"),
@@ -172,6 +175,15 @@ def test_four_vcpus_are_four_processors_in_the_guest(boots: VmmRunsResult) -> No
     assert _report(run, "tsc-deadline-cpus") == ["4"], run.describe()
     # The brand string is L2's (QEMU's TCG CPU), which KVM leaves to user space, as QEMU -cpu host does.
     assert [name.startswith("QEMU TCG CPU") for name in _report(run, "model-name")] == [True], run.describe()
+
+
+def test_linux_sees_the_cpu_topology_asked_for(boots: VmmRunsResult) -> None:
+    """``--cpus topology=2:1:1:2``: two packages of one core with two threads each (APIC ids 0-3)."""
+    run = _run(boots, "topology-2-threads-2-packages")
+    _powered_off_cleanly(run)
+    assert _report(run, "cpus") == ["4"], run.describe()
+    assert _report(run, "package-ids") == ["0 0 1 1"], run.describe()
+    assert _report(run, "thread-siblings") == ["0-1 0-1 2-3 2-3"], run.describe()
 
 
 def test_reboot_boots_again_and_the_second_boot_powers_off(boots: VmmRunsResult) -> None:

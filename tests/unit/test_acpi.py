@@ -125,6 +125,26 @@ def test_cpu_count_outside_xapic_range_is_rejected(n_cpus: int) -> None:
 
 
 # --- MADT ----------------------------------------------------------------------------------------------
+def test_madt_lists_the_apic_ids_a_topology_gives() -> None:
+    # topology 1:3:1:2: a 2-bit core field, so the second package's cores are APIC ids 4, 5, 6.
+    madt = _walk(build_acpi(AcpiConfig(n_cpus=6, apic_ids=(0, 1, 2, 4, 5, 6)), BASE))["APIC"][1]
+    lapics = [struct.unpack("<BBBBI", e) for kind, e in _madt_entries(madt) if kind == 0]
+    assert [(uid, apic_id) for _, _, uid, apic_id, _ in lapics] == [
+        (0, 0),
+        (1, 1),
+        (2, 2),
+        (3, 4),
+        (4, 5),
+        (5, 6),
+    ]
+
+
+@pytest.mark.parametrize("apic_ids", [(0, 1), (0, 0, 1), (0, 1, 255)])
+def test_apic_ids_must_be_one_distinct_xapic_id_per_vcpu(apic_ids: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="APIC id"):
+        build_acpi(AcpiConfig(n_cpus=3, apic_ids=apic_ids), BASE)
+
+
 @pytest.mark.parametrize("n_cpus", CPU_COUNTS)
 def test_madt_has_one_enabled_lapic_per_vcpu_and_the_ioapic(n_cpus: int) -> None:
     madt = _walk(build_acpi(AcpiConfig(n_cpus=n_cpus), BASE))["APIC"][1]

@@ -17,6 +17,22 @@ def _kernel(tmp_path: Path) -> str:
     return str(kernel)
 
 
+def _topology(threads: int, cores: int, dies: int, packages: int) -> dict[str, int]:
+    return {
+        "threads_per_core": threads,
+        "cores_per_die": cores,
+        "dies_per_package": dies,
+        "packages": packages,
+    }
+
+
+def test_cpu_topology_is_read_and_written_back(tmp_path: Path) -> None:
+    cpus = {"boot_vcpus": 12, "max_vcpus": 12, "topology": _topology(2, 3, 1, 2)}
+    definition = definition_from_json({"payload": {"kernel": _kernel(tmp_path)}, "cpus": cpus})
+    assert tuple(definition.config.cpus.cpu_topology) == (2, 3, 1, 2)
+    assert definition_to_json(definition)["cpus"]["topology"] == _topology(2, 3, 1, 2)
+
+
 def test_generated_client_defaults_are_accepted_and_round_trip(tmp_path: Path) -> None:
     body: dict[str, Any] = {
         "payload": {"kernel": _kernel(tmp_path), "cmdline": "console=ttyS0"},
@@ -53,7 +69,26 @@ def test_generated_client_defaults_are_accepted_and_round_trip(tmp_path: Path) -
     [
         ({"cpus": {"boot_vcpus": 0, "max_vcpus": 1}}, "cpus.boot_vcpus: 0 is out of range"),
         ({"cpus": {"boot_vcpus": 1}}, "cpus.max_vcpus: is required"),
-        ({"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "topology": {"packages": 1}}}, "cpus.topology"),
+        (
+            {"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "topology": {"packages": 1}}},
+            "cpus.topology.threads_per_core: is required",
+        ),
+        (
+            {"cpus": {"boot_vcpus": 4, "max_vcpus": 4, "topology": _topology(2, 2, 1, 2)}},
+            "cpus.topology: describes 8 vCPUs, not max_vcpus 4",
+        ),
+        (
+            {"cpus": {"boot_vcpus": 4, "max_vcpus": 4, "topology": _topology(0, 2, 1, 2)}},
+            "cpus.topology.threads_per_core: 0 is out of range",
+        ),
+        (
+            {"cpus": {"boot_vcpus": 195, "max_vcpus": 195, "topology": _topology(1, 3, 1, 65)}},
+            "cpus.topology: needs APIC ids up to 258",
+        ),
+        (
+            {"cpus": {"boot_vcpus": 2, "max_vcpus": 2, "topology": {**_topology(1, 2, 1, 1), "x": 1}}},
+            "cpus.topology.x: unknown field",
+        ),
         ({"memory": {"size": 1 << 20}}, "memory.size: 1048576 bytes is less than the minimum"),
         ({"memory": {"size": (64 << 20) + 1}}, "not a multiple of 4 KiB"),
         ({"memory": {"size": 64 << 20, "hugepages": True}}, "memory.hugepages: true is not yet supported"),

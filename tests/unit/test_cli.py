@@ -236,6 +236,13 @@ def test_bad_memory(capsys: pytest.CaptureFixture[str], kernel: str, memory: str
         ("boot=0", "--cpus: boot=0 must be between 1 and 254"),
         ("boot=255", "--cpus: boot=255 must be between 1 and 254"),
         ("boot=2,max=1", "--cpus: max must not be smaller than boot"),
+        ("boot=4,topology=2:2:1", "--cpus: topology: '2:2:1' is not <threads_per_core>:<cores_per_die>:"),
+        ("boot=4,topology=2:x:1:1", "--cpus: topology: '2:x:1:1' is not"),
+        ("boot=4,topology=2:-2:1:1", "--cpus: topology: '2:-2:1:1' is not"),
+        ("boot=4,topology=2:2:1:2", "--cpus: topology=2:2:1:2 describes 8 vCPUs, not 4"),
+        ("boot=1,topology=1:0:1:1", "--cpus: topology=1:0:1:1: every part must be at least 1"),
+        # 3 cores need a 2-bit field: 3 * 65 packages reach APIC id 258.
+        ("boot=195,topology=1:3:1:65", "--cpus: topology=1:3:1:65 needs APIC ids up to 258"),
     ],
 )
 def test_bad_cpus(capsys: pytest.CaptureFixture[str], kernel: str, cpus: str, fragment: str) -> None:
@@ -246,6 +253,12 @@ def test_bad_cpus(capsys: pytest.CaptureFixture[str], kernel: str, cpus: str, fr
 
 def test_cpus_boot_in_hex(kernel: str) -> None:
     assert parse_args(["--kernel", kernel, "--cpus", "boot=0x10"]).cpus.boot_vcpus == 16
+
+
+def test_cpus_topology_is_cloud_hypervisors_four_parts(kernel: str) -> None:
+    cpus = parse_args(["--kernel", kernel, "--cpus", "boot=12,topology=2:3:1:2"]).cpus
+    assert tuple(cpus.cpu_topology) == (2, 3, 1, 2)
+    assert parse_args(["--kernel", kernel, "--cpus", "boot=3"]).cpus.topology is None
 
 
 @pytest.mark.parametrize(
@@ -326,7 +339,7 @@ def test_later_option_is_reported_even_without_a_kernel(capsys: pytest.CaptureFi
         ("--memory", "hotplug_size=1G", "--memory: hotplug_size is not yet supported"),
         ("--memory", "hotplug_method=virtio-mem", "--memory: hotplug_method=virtio-mem is not yet supported"),
         ("--memory", "file=/dev/shm/mem", "--memory: file is not yet supported"),
-        ("--cpus", "boot=2,topology=1:2:1:1", "--cpus: topology is not yet supported"),
+        ("--cpus", "features=amx", "--cpus: features is not yet supported"),
         ("--cpus", "boot=1,max=4", "--cpus: max=4 above boot=1 (vCPU hotplug) is not yet supported"),
         ("--cpus", "kvm_hyperv=on", "--cpus: kvm_hyperv=on is not yet supported"),
         ("--cpus", "nested=on", "--cpus: nested=on is not yet supported"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aovisor.arch.x86_64.cpuid import brand_string_leaves, host_brand_string, vcpu_cpuid
+from aovisor.arch.x86_64.topology import CpuTopology
 from aovisor.hypervisor.base import CpuidEntry
 
 
@@ -26,7 +27,7 @@ AMD_LIKE = [
 
 def test_every_id_a_guest_reads_is_the_vcpu_index() -> None:
     for index in range(4):
-        out = vcpu_cpuid(AMD_LIKE, index, 4)
+        out = vcpu_cpuid(AMD_LIKE, index, CpuTopology.flat(4))
         assert _leaf(out, 1).ebx >> 24 == index
         assert [_leaf(out, 0xB, sub).edx for sub in range(3)] == [index] * 3
         assert _leaf(out, 0x8000001E).eax == index
@@ -34,7 +35,7 @@ def test_every_id_a_guest_reads_is_the_vcpu_index() -> None:
 
 
 def test_extended_topology_has_smt_core_and_terminating_levels() -> None:
-    out = vcpu_cpuid(AMD_LIKE, 0, 6)
+    out = vcpu_cpuid(AMD_LIKE, 0, CpuTopology.flat(6))
     smt, core, end = (_leaf(out, 0xB, sub) for sub in range(3))
     assert (smt.eax, smt.ebx, smt.ecx >> 8) == (0, 1, 1)  # one thread per core
     assert (core.eax, core.ebx, core.ecx >> 8) == (3, 6, 2)  # 6 cores need 3 APIC-id bits
@@ -45,12 +46,12 @@ def test_extended_topology_has_smt_core_and_terminating_levels() -> None:
 
 def test_leaf_0x1f_is_written_only_when_kvm_has_it_and_max_leaf_covers_0xb() -> None:
     old = [CpuidEntry(0, 0, 0, 0x7), CpuidEntry(1)]
-    out = vcpu_cpuid(old, 1, 2)
+    out = vcpu_cpuid(old, 1, CpuTopology.flat(2))
     assert _leaf(out, 0).eax == 0xB
     assert _leaf(out, 0xB, 1).ebx == 2
     assert not any(e.function == 0x1F for e in out)
     newer = [CpuidEntry(0, 0, 0, 0x1F), CpuidEntry(1), CpuidEntry(0x1F, 0, 1, 9, 9, 9, 9)]
-    out = vcpu_cpuid(newer, 1, 2)
+    out = vcpu_cpuid(newer, 1, CpuTopology.flat(2))
     assert _leaf(out, 0).eax == 0x1F
     assert [(_leaf(out, 0x1F, sub).ebx, _leaf(out, 0x1F, sub).edx) for sub in range(3)] == [
         (1, 1),
@@ -77,3 +78,36 @@ def test_host_brand_string_reads_the_first_model_name(tmp_path: Path) -> None:
     cpuinfo.write_text("processor\t: 0\nfeatures\t: fp asimd\n")  # e.g. arm64: no model name
     assert host_brand_string(str(cpuinfo)) is None
     assert host_brand_string(str(tmp_path / "missing")) is None
+
+
+def test_apic_ids_follow_cloud_hypervisors_bit_fields() -> None:
+    assert CpuTopology(1, 3, 1, 2).apic_ids(6) == (0, 1, 2, 4, 5, 6)  # 3 cores: a 2-bit field
+    assert CpuTopology(2, 3, 1, 2).apic_ids(12) == (0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13)
+    assert CpuTopology(1, 2, 3, 1).apic_ids(6) == (0, 1, 2, 3, 4, 5)  # dies above cores: 0-1, 2-3, 4-5
+    assert CpuTopology.flat(5).apic_ids(5) == (0, 1, 2, 3, 4)
+
+
+def test_threads_cores_and_packages_reach_every_topology_leaf() -> None:
+    topology = CpuTopology(2, 3, 1, 2)  # vCPU 7: package 1, core 0, thread 1 -> APIC id 0b1001
+    out = vcpu_cpuid(AMD_LIKE, 7, topology)
+    assert _leaf(out, 1).ebx >> 24 == 9
+    assert (_leaf(out, 1).ebx >> 16) & 0xFF == 8  # addressable ids per package: 2 ** (1 + 2)
+    smt, core, end = (_leaf(out, 0xB, sub) for sub in range(3))
+    assert (smt.eax, smt.ebx, smt.ecx >> 8, smt.edx) == (1, 2, 1, 9)
+    assert (core.eax, core.ebx, core.ecx >> 8, core.edx) == (3, 6, 2, 9)
+    assert end.ecx >> 8 == 0
+    assert _leaf(out, 0x80000008).ecx & 0xF0FF == (3 << 12) | 5
+    ext = _leaf(out, 0x8000001E)
+    assert (ext.eax, ext.ebx >> 8, ext.ebx & 0xFF) == (9, 1, 4)  # two threads per core, core id 9 >> 1
+
+
+def test_leaf_0x1f_has_a_die_level_when_packages_have_several_dies() -> None:
+    supported = [CpuidEntry(0, 0, 0, 0x1F), CpuidEntry(1), CpuidEntry(0x1F, 0, 1)]
+    out = vcpu_cpuid(supported, 5, CpuTopology(1, 2, 3, 1))  # APIC id 5: die 2, core 1
+    levels = [(e.eax, e.ebx, e.ecx >> 8) for e in (_leaf(out, 0x1F, sub) for sub in range(4))]
+    assert levels == [(0, 1, 1), (1, 2, 2), (3, 6, 5), (0, 0, 0)]  # SMT, core, die, end
+    assert [(e.eax, e.ebx, e.ecx >> 8) for e in (_leaf(out, 0xB, sub) for sub in range(3))] == [
+        (0, 1, 1),
+        (3, 6, 2),  # leaf 0xB has no die level: its core level reaches the package id
+        (0, 0, 0),
+    ]

@@ -263,10 +263,35 @@ def _cpus(obj: _Object) -> Any:
     # CH's default is true and generated clients send it; the guest simply gets no VMX/SVM (see vm.info).
     obj.get("nested", bool, True)
     obj.get_int("max_phys_bits", maximum=64)  # a cap; ours is the host's, which is what CH does below it
-    obj.absent_only("topology", "affinity", "features")
+    topology = _cpu_topology(obj, max_vcpus)
+    obj.absent_only("affinity", "features")
     obj.default_only("core_scheduling", "Vm")
     obj.finish()
-    return CpusConfig(boot_vcpus=boot, max_vcpus=max_vcpus)
+    return CpusConfig(boot_vcpus=boot, max_vcpus=max_vcpus, topology=topology)
+
+
+TOPOLOGY_FIELDS = ("threads_per_core", "cores_per_die", "dies_per_package", "packages")
+
+
+def _cpu_topology(cpus: _Object, max_vcpus: int) -> Any:
+    """CH's ``CpuTopology``: four counts whose product is ``max_vcpus`` (and, ours, APIC ids within xAPIC)."""
+    from aovisor.arch.x86_64.topology import CpuTopology
+    from aovisor.config import MAX_VCPUS, MAX_XAPIC_ID
+
+    obj = cpus.get_object("topology")
+    if obj is None:
+        return None
+    parts = [obj.get_int(field, minimum=1, maximum=MAX_VCPUS, required=True) for field in TOPOLOGY_FIELDS]
+    obj.finish()
+    topology = CpuTopology(*(part or 1 for part in parts))
+    if topology.vcpus != max_vcpus:
+        raise cpus.error("topology", f"describes {topology.vcpus} vCPUs, not max_vcpus {max_vcpus}")
+    highest = topology.apic_id(max_vcpus - 1)
+    if highest > MAX_XAPIC_ID:
+        raise cpus.error(
+            "topology", f"needs APIC ids up to {highest}, above the xAPIC limit of {MAX_XAPIC_ID}"
+        )
+    return topology
 
 
 def _host_memory() -> int:
@@ -516,6 +541,8 @@ def config_to_json(config: VmConfig) -> dict[str, Any]:
         "pvpanic": False,
         "landlock_enable": False,
     }
+    if config.cpus.topology is not None:
+        out["cpus"]["topology"] = dict(zip(TOPOLOGY_FIELDS, config.cpus.topology, strict=True))
     if config.disks:
         out["disks"] = [_disk_json(disk) for disk in config.disks]
     if config.rng is not None:

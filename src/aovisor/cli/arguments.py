@@ -106,7 +106,14 @@ ARGUMENTS = (
     ),
     Argument(("--initramfs",), "initramfs", _VALUE, "initial ramdisk", "PATH", group=_VM),
     Argument(("--cmdline",), "cmdline", _VALUE, "kernel command line", "STR", group=_VM),
-    Argument(("--cpus",), "cpus", _VALUE, "vCPUs (default boot=1)", "boot=N[,max=N]", group=_VM),
+    Argument(
+        ("--cpus",),
+        "cpus",
+        _VALUE,
+        "vCPUs (default boot=1)",
+        "boot=N[,max=N,topology=THREADS:CORES:DIES:PACKAGES]",
+        group=_VM,
+    ),
     Argument(
         ("--memory",),
         "memory",

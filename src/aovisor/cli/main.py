@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from aovisor.api.server import ApiSocketSpec
+    from aovisor.arch.x86_64.topology import CpuTopology
     from aovisor.config import (
         CpusConfig,
         DiskConfig,
@@ -320,8 +321,23 @@ def cpus_config(text: str) -> CpusConfig:
         raise ConfigError(f"--cpus: max={max_vcpus} above boot={boot} (vCPU hotplug) is not yet supported")
     # Off is what we do (no Hyper-V enlightenments, no VMX/SVM in CPUID), so only `on` is refused.
     _refuse_if_true(opts, "kvm_hyperv", "nested")
-    _refuse_if_given(opts, "topology", "max_phys_bits", "affinity", "features", "core_scheduling", "profile")
-    return CpusConfig(boot_vcpus=boot, max_vcpus=max_vcpus)
+    _refuse_if_given(opts, "max_phys_bits", "affinity", "features", "core_scheduling", "profile")
+    return CpusConfig(boot_vcpus=boot, max_vcpus=max_vcpus, topology=_cpu_topology(opts))
+
+
+def _cpu_topology(opts: ParsedOptions) -> CpuTopology | None:
+    """``topology=<threads_per_core>:<cores_per_die>:<dies_per_package>:<packages>`` (CH's grammar)."""
+    from aovisor.arch.x86_64.topology import CpuTopology
+
+    text = opts.get_str("topology")
+    if text is None:
+        return None
+    parts = text.split(":")
+    if len(parts) != 4 or not all(part.isdigit() for part in parts):
+        raise opts.error(
+            "topology", f"{text!r} is not <threads_per_core>:<cores_per_die>:<dies_per_package>:<packages>"
+        )
+    return CpuTopology(*(int(part) for part in parts))
 
 
 def memory_config(text: str) -> MemoryConfig:

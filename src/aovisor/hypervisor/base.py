@@ -281,7 +281,13 @@ class Vm(Protocol):
         self, slot: int, gpa: int, size: int, host_address: int, readonly: bool = False
     ) -> None: ...
 
-    def create_vcpu(self, index: int) -> Vcpu: ...
+    cpuid_is_programmable: bool
+    """Whether :meth:`Vcpu.set_cpuid` decides what the guest reads (KVM), or the hypervisor answers CPUID
+    itself (MSHV), so that a CPU topology other than its own cannot be offered."""
+
+    def create_vcpu(self, index: int, apic_id: int | None = None) -> Vcpu:
+        """vCPU ``index`` (0 is the BSP) with initial APIC id ``apic_id`` (default: ``index``)."""
+        ...
 
     def irq_line(self, gsi: int) -> Callable[[bool], None]:
         """A callable that sets the level of wired interrupt ``gsi`` (an IOAPIC pin)."""

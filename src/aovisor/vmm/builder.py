@@ -232,7 +232,11 @@ def attach_acpi_tables(vm: VirtualMachine) -> int:
     if vm.config.virtio_transport is VirtioTransport.MMIO:
         mmio_devices = [d.aml(uid) for uid, d in enumerate(_mmio_windows(vm))]
     sb_devices = (*ged_aml(), pci_host_bridge(), *mmio_devices)
-    blob = build_acpi(AcpiConfig(n_cpus=vm.config.cpus.boot_vcpus, sb_devices=sb_devices), layout.ACPI_START)
+    cpus = vm.config.cpus
+    apic_ids = cpus.cpu_topology.apic_ids(cpus.boot_vcpus)
+    blob = build_acpi(
+        AcpiConfig(n_cpus=cpus.boot_vcpus, apic_ids=apic_ids, sb_devices=sb_devices), layout.ACPI_START
+    )
     vm.memory.write(layout.ACPI_START, blob.data)
     # With hardware-reduced ACPI and no EFI, Linux reboots by jumping to the BIOS: a stub there resets.
     from aovisor.arch.x86_64.reset_vector import RESET_VECTOR, write_reset_stub
@@ -280,11 +284,14 @@ def create_vcpus(vm: VirtualMachine, boot: BootInfo) -> None:
     from aovisor.arch.x86_64 import cpuid, msrs, regs
 
     count = vm.config.cpus.boot_vcpus
+    topology = vm.config.cpus.cpu_topology
+    if vm.config.cpus.topology is not None and not vm.hv_vm.cpuid_is_programmable:
+        raise ConfigError("--cpus: topology: this hypervisor answers CPUID itself, with its own topology")
     supported = vm.hv_vm.supported_cpuid()
     for index in range(count):
-        vcpu = vm.hv_vm.create_vcpu(index)
+        vcpu = vm.hv_vm.create_vcpu(index, topology.apic_id(index))
         vm.vcpus.append(vcpu)
-        vcpu.set_cpuid(cpuid.vcpu_cpuid(supported, index, count))
+        vcpu.set_cpuid(cpuid.vcpu_cpuid(supported, index, topology))
         vcpu.set_msrs(msrs.boot_msrs())
         vcpu.setup_fpu()
         vcpu.setup_lapic()

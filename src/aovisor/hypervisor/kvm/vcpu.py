@@ -46,10 +46,10 @@ class VcpuError(HypervisorError):
 
 
 class KvmVcpu:
-    def __init__(self, vm: KvmVm, index: int) -> None:
+    def __init__(self, vm: KvmVm, index: int, vcpu_id: int | None = None) -> None:
         self.vm = vm
         self.index = index
-        self.fd = ioctl(vm.fd, abi.KVM_CREATE_VCPU, index)
+        self.fd = ioctl(vm.fd, abi.KVM_CREATE_VCPU, index if vcpu_id is None else vcpu_id)
         self._run_map = mmap.mmap(
             self.fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
         )

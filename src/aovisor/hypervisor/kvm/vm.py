@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 
 class KvmVm:
+    cpuid_is_programmable = True
+
     def __init__(self, kvm: Kvm) -> None:
         self.kvm = kvm
         self.fd = ioctl(kvm.fd, abi.KVM_CREATE_VM, 0)
@@ -153,10 +155,12 @@ class KvmVm:
 
             get_logger(__name__).warning("could not switch off PIT tick reinjection: %s", e.strerror)
 
-    def create_vcpu(self, index: int) -> KvmVcpu:
+    def create_vcpu(self, index: int, apic_id: int | None = None) -> KvmVcpu:
+        """KVM_CREATE_VCPU's id is the vCPU's initial APIC id (api.rst: "the vcpu id is the APIC id on
+        x86"); vCPU id 0 is the BSP."""
         from aovisor.hypervisor.kvm.vcpu import KvmVcpu
 
-        return KvmVcpu(self, index)
+        return KvmVcpu(self, index, index if apic_id is None else apic_id)
 
     def close(self) -> None:
         if self._pit_setup is not None:

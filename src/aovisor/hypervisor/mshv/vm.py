@@ -54,6 +54,8 @@ def decode_msi(address: int, data: int) -> tuple[int, int, int, bool, bool]:
 
 
 class MshvVm:
+    cpuid_is_programmable = False  # the hypervisor answers CPUID (see supported_cpuid)
+
     def __init__(self, mshv: Mshv) -> None:
         self.mshv = mshv
         self.dialect = mshv.dialect
@@ -253,9 +255,13 @@ class MshvVm:
         """MSHV has no in-kernel IOAPIC: wired interrupts go through this user-space one, as MSIs."""
         return self.ioapic
 
-    def create_vcpu(self, index: int) -> MshvVcpu:
+    def create_vcpu(self, index: int, apic_id: int | None = None) -> MshvVcpu:
         from aovisor.hypervisor.mshv.vcpu import MshvVcpu
 
+        if apic_id not in (None, index):
+            raise HypervisorError(
+                f"VP {index}: APIC id {apic_id}: MSHV gives each VP the APIC id of its index"
+            )
         if not 0 <= index < abi.MSHV_MAX_VPS:
             raise HypervisorError(f"VP index {index} out of range (MSHV allows 0..{abi.MSHV_MAX_VPS - 1})")
         return MshvVcpu(self, index)

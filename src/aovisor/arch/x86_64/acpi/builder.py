@@ -34,7 +34,9 @@ class AcpiConfig(NamedTuple):
     :func:`build_acpi` checks it with :meth:`validate` first."""
 
     n_cpus: int
-    """vCPUs, with APIC ids and ACPI processor UIDs 0..n_cpus-1."""
+    """vCPUs, with ACPI processor UIDs 0..n_cpus-1."""
+    apic_ids: tuple[int, ...] | None = None
+    """The APIC id of each vCPU, in UID order (a CPU topology leaves gaps); None: the same as the UIDs."""
     ioapic_address: int = layout.IOAPIC_START
     ioapic_id: int = 0
     """0, as in Cloud Hypervisor and QEMU: it is the reset value of KVM's in-kernel IOAPIC ID register, and
@@ -63,6 +65,12 @@ class AcpiConfig(NamedTuple):
         """Raise :class:`ValueError` if the values cannot describe a platform."""
         if not 1 <= self.n_cpus <= MAX_XAPIC_CPUS:
             raise ValueError(f"ACPI: {self.n_cpus} vCPUs, expected 1 to {MAX_XAPIC_CPUS}")
+        if self.apic_ids is not None and (
+            len(self.apic_ids) != self.n_cpus or len(set(self.apic_ids)) != self.n_cpus
+        ):
+            raise ValueError(
+                f"ACPI: {self.n_cpus} vCPUs need {self.n_cpus} distinct APIC ids: {self.apic_ids}"
+            )
         if not 0 <= self.ioapic_id <= 0xFE:
             raise ValueError(f"ACPI: IOAPIC id {self.ioapic_id} is not 0-254")
         if not 0 <= self.pm_port <= 0xFFFE:
@@ -114,7 +122,7 @@ def build_acpi(cfg: AcpiConfig, base_gpa: int, *, end_gpa: int = layout.ACPI_END
     sb_devices += cfg.sb_devices
     dsdt_table = dsdt.build_dsdt(root_terms, sb_devices)
     madt = build_madt(
-        cfg.n_cpus,
+        cfg.apic_ids if cfg.apic_ids is not None else tuple(range(cfg.n_cpus)),
         lapic_address=cfg.lapic_address,
         ioapic_id=cfg.ioapic_id,
         ioapic_address=cfg.ioapic_address,

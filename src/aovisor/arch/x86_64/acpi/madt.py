@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 from aovisor.arch.x86_64.acpi.tables import sdt
 
@@ -33,7 +34,7 @@ MAX_XAPIC_CPUS = 255
 
 
 def build_madt(
-    n_cpus: int,
+    apic_ids: Sequence[int],
     *,
     lapic_address: int,
     ioapic_id: int,
@@ -41,18 +42,19 @@ def build_madt(
     ioapic_gsi_base: int,
     sci_irq: int | None,
 ) -> bytes:
-    """A MADT with one enabled local APIC per vCPU (ACPI UID = APIC id = 0..n-1) and one IOAPIC.
+    """A MADT with one enabled local APIC per vCPU (ACPI processor UID n, APIC id ``apic_ids[n]``) and one
+    IOAPIC.
 
     The interrupt source overrides name GSIs assuming ISA IRQ n is GSI n apart from the PIT, i.e. an
     IOAPIC whose GSI base is 0 (the default).
     """
-    if not 1 <= n_cpus <= MAX_XAPIC_CPUS:
-        raise ValueError(f"{n_cpus} vCPUs: the MADT describes 1 to {MAX_XAPIC_CPUS} xAPIC processors")
+    if not 1 <= len(apic_ids) <= MAX_XAPIC_CPUS or not all(0 <= a < MAX_XAPIC_CPUS for a in apic_ids):
+        raise ValueError(f"APIC ids {apic_ids}: the MADT describes 1 to {MAX_XAPIC_CPUS} xAPIC ids 0-254")
     # Flags: PCAT_COMPAT (bit 0) is clear.  Nothing guarantees a dual 8259 (MSHV has none, and Linux in
     # hardware-reduced mode installs its null legacy PIC anyway); the IOAPIC routes every legacy IRQ.
     body = bytearray(struct.pack("<II", lapic_address, 0))
-    for apic_id in range(n_cpus):
-        body += struct.pack("<BBBBI", TYPE_LOCAL_APIC, 8, apic_id, apic_id, LAPIC_ENABLED)
+    for uid, apic_id in enumerate(apic_ids):
+        body += struct.pack("<BBBBI", TYPE_LOCAL_APIC, 8, uid, apic_id, LAPIC_ENABLED)
     body += struct.pack("<BBBBII", TYPE_IO_APIC, 12, ioapic_id, 0, ioapic_address, ioapic_gsi_base)
     # IRQ0 -> GSI 2, as on every PC (and as QEMU describes it), for the 8254 PIT.
     body += struct.pack(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import threading
 
 from aovisor.lean_typing import TYPE_CHECKING
 from aovisor.logs import get_logger
@@ -38,8 +39,11 @@ def run_vmm(
 
     vmm = Vmm(hypervisor=hypervisor, events=events)
     # SIGTERM stops the VM and the VMM in order (events, terminal mode, API socket file) instead of killing
-    # the process; the handler runs on this (the main) thread between bytecodes, never inside a device.
-    previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, _frame: vmm.request_termination(signum))
+    # the process; the handler runs on the main thread between bytecodes, never inside a device.  Only the
+    # main thread may set handlers: run elsewhere, signals stay the embedding program's business.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:
+        previous_sigterm = signal.signal(signal.SIGTERM, lambda sig, _frame: vmm.request_termination(sig))
     server = None
     try:
         if api_socket is not None:
@@ -60,4 +64,5 @@ def run_vmm(
         vmm.close()
         if server is not None:
             server.close()
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)

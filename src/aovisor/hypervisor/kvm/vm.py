@@ -156,8 +156,8 @@ class KvmVm:
             get_logger(__name__).warning("could not switch off PIT tick reinjection: %s", e.strerror)
 
     def create_vcpu(self, index: int, apic_id: int | None = None) -> KvmVcpu:
-        """KVM_CREATE_VCPU's id is the vCPU's initial APIC id (api.rst: "the vcpu id is the APIC id on
-        x86"); vCPU id 0 is the BSP."""
+        """KVM_CREATE_VCPU with ``apic_id`` as the vcpu id: KVM's LAPIC takes its initial APIC id from the
+        vcpu id (lapic.c, kvm_lapic_reset), and vcpu id 0 is the BSP (kvm->arch.bsp_vcpu_id's default)."""
         from aovisor.hypervisor.kvm.vcpu import KvmVcpu
 
         return KvmVcpu(self, index, index if apic_id is None else apic_id)

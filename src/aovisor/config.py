@@ -31,12 +31,20 @@ class PayloadConfig(NamedTuple):
     cmdline: str = ""
 
 
+class VcpuAffinity(NamedTuple):
+    """Cloud Hypervisor's ``<vcpu>@[<host cpus>]``: the host CPUs vCPU ``vcpu``'s thread may run on."""
+
+    vcpu: int
+    host_cpus: tuple[int, ...]
+
+
 class CpusConfig(NamedTuple):
     """vCPUs at boot, and at most (the same: no hotplug yet); the topology, None for one package of cores."""
 
     boot_vcpus: int = 1
     max_vcpus: int = 1
     topology: CpuTopology | None = None
+    affinity: tuple[VcpuAffinity, ...] = ()
 
     @property
     def cpu_topology(self) -> CpuTopology:
@@ -147,6 +155,7 @@ class VmConfig(NamedTuple):
             raise ConfigError("--cpus: max must not be smaller than boot")
         if self.cpus.topology is not None:
             _validate_topology(self.cpus.topology, self.cpus.max_vcpus)
+        _validate_affinity(self.cpus.affinity, self.cpus.max_vcpus)
         if self.memory.size < 16 * MiB:
             raise ConfigError("--memory: size must be at least 16M")
         if self.memory.size % (1 << 12):
@@ -181,3 +190,16 @@ def _validate_topology(topology: CpuTopology, max_vcpus: int) -> None:
             f"--cpus: topology={given} needs APIC ids up to {highest} (each part's field is a power of two "
             f"wide), above the xAPIC limit of {MAX_XAPIC_ID}"
         )
+
+
+def _validate_affinity(affinity: tuple[VcpuAffinity, ...], max_vcpus: int) -> None:
+    """Each vCPU at most once, within the vCPUs there are, with at least one host CPU."""
+    seen: set[int] = set()
+    for entry in affinity:
+        if not 0 <= entry.vcpu < max_vcpus:
+            raise ConfigError(f"--cpus: affinity: vCPU {entry.vcpu} does not exist (vCPUs 0-{max_vcpus - 1})")
+        if entry.vcpu in seen:
+            raise ConfigError(f"--cpus: affinity: vCPU {entry.vcpu} is given twice")
+        seen.add(entry.vcpu)
+        if not entry.host_cpus or min(entry.host_cpus) < 0:
+            raise ConfigError(f"--cpus: affinity: vCPU {entry.vcpu}: no host CPUs")

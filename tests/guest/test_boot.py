@@ -274,6 +274,39 @@ def test_vcpu_threads_are_named_for_libvirt(hypervisor: str, guest: Guest) -> No
     assert {"vcpu0", "vcpu1"} <= names
 
 
+def _allowed_cpus(task: Path) -> str:
+    return next(line.split(":")[1].strip() for line in (task / "status").read_text().splitlines()
+                if line.startswith("Cpus_allowed_list:"))  # fmt: skip
+
+
+def test_vcpu_threads_run_on_the_host_cpus_given(hypervisor: str, guest: Guest) -> None:
+    """``--cpus affinity=``: each vCPU thread is pinned to its host CPUs (the VMM's other threads are not)."""
+    first, last = min(os.sched_getaffinity(0)), max(os.sched_getaffinity(0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aovisor", "--hypervisor", hypervisor, "--kernel", str(guest("pio")),
+         "--memory", "size=64M", "--cpus", f"boot=2,affinity=[0@[{last}],1@[{first}]]",
+         "--cmdline", "count=100000000"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    try:
+        _read_boot_lines(proc, 1, timeout=30)  # the guest is running once it prints
+        tasks = {(t / "comm").read_text().strip(): t for t in Path(f"/proc/{proc.pid}/task").iterdir()}
+        pinned = {name: _allowed_cpus(tasks[name]) for name in ("vcpu0", "vcpu1")}
+        main_thread = _allowed_cpus(Path(f"/proc/{proc.pid}/task/{proc.pid}"))
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert pinned == {"vcpu0": str(last), "vcpu1": str(first)}
+    assert main_thread == _allowed_cpus(Path("/proc/self"))
+
+
+def test_affinity_to_a_host_cpu_out_of_reach_is_one_error_line(hypervisor: str, guest: Guest) -> None:
+    beyond = max(os.sched_getaffinity(0)) + 1
+    rc, out, err = boot(hypervisor, guest("hello"), "--cpus", f"boot=1,affinity=[0@[{beyond}]]")
+    assert rc != 0 and out == ""
+    assert err.count("\n") == 1 and f"--cpus: affinity: vCPU 0: host CPU {beyond} is not one" in err, err
+
+
 def test_guest_exception_is_reported_and_vm_powers_off(hypervisor: str, guest: Guest) -> None:
     # A bad MMIO address (unaligned for its size) makes the guest print its argument error and power off.
     rc, out, _ = boot(hypervisor, guest("mmio"), "--cmdline", "addr=0xd0000001 size=4")

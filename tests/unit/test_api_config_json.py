@@ -26,6 +26,13 @@ def _topology(threads: int, cores: int, dies: int, packages: int) -> dict[str, i
     }
 
 
+def test_cpu_affinity_is_read_and_written_back(tmp_path: Path) -> None:
+    cpus = {"boot_vcpus": 2, "max_vcpus": 2, "affinity": [{"vcpu": 1, "host_cpus": [3, 0, 3]}]}
+    definition = definition_from_json({"payload": {"kernel": _kernel(tmp_path)}, "cpus": cpus})
+    assert [(a.vcpu, a.host_cpus) for a in definition.config.cpus.affinity] == [(1, (0, 3))]
+    assert definition_to_json(definition)["cpus"]["affinity"] == [{"vcpu": 1, "host_cpus": [0, 3]}]
+
+
 def test_cpu_topology_is_read_and_written_back(tmp_path: Path) -> None:
     cpus = {"boot_vcpus": 12, "max_vcpus": 12, "topology": _topology(2, 3, 1, 2)}
     definition = definition_from_json({"payload": {"kernel": _kernel(tmp_path)}, "cpus": cpus})
@@ -88,6 +95,28 @@ def test_generated_client_defaults_are_accepted_and_round_trip(tmp_path: Path) -
         (
             {"cpus": {"boot_vcpus": 2, "max_vcpus": 2, "topology": {**_topology(1, 2, 1, 1), "x": 1}}},
             "cpus.topology.x: unknown field",
+        ),
+        (
+            {"cpus": {"boot_vcpus": 2, "max_vcpus": 2, "affinity": [{"vcpu": 2, "host_cpus": [0]}]}},
+            "cpus.affinity[0].vcpu: 2 is out of range (0 to 1)",
+        ),
+        (
+            {"cpus": {"boot_vcpus": 2, "max_vcpus": 2, "affinity": [{"vcpu": 0, "host_cpus": []}]}},
+            "cpus.affinity[0].host_cpus: expected a non-empty list of host CPU numbers",
+        ),
+        (
+            {"cpus": {"boot_vcpus": 2, "max_vcpus": 2, "affinity": [{"vcpu": 0, "host_cpus": [-1]}]}},
+            "cpus.affinity[0].host_cpus: expected a non-empty list of host CPU numbers",
+        ),
+        (
+            {
+                "cpus": {
+                    "boot_vcpus": 2,
+                    "max_vcpus": 2,
+                    "affinity": [{"vcpu": 1, "host_cpus": [0]}, {"vcpu": 1, "host_cpus": [1]}],
+                }
+            },
+            "cpus.affinity[1].vcpu: vCPU 1 is given twice",
         ),
         ({"memory": {"size": 1 << 20}}, "memory.size: 1048576 bytes is less than the minimum"),
         ({"memory": {"size": (64 << 20) + 1}}, "not a multiple of 4 KiB"),

@@ -243,6 +243,14 @@ def test_bad_memory(capsys: pytest.CaptureFixture[str], kernel: str, memory: str
         ("boot=1,topology=1:0:1:1", "--cpus: topology=1:0:1:1: every part must be at least 1"),
         # 3 cores need a 2-bit field: 3 * 65 packages reach APIC id 258.
         ("boot=195,topology=1:3:1:65", "--cpus: topology=1:3:1:65 needs APIC ids up to 258"),
+        ("boot=2,affinity=[2@[0]]", "--cpus: affinity: vCPU 2 does not exist (vCPUs 0-1)"),
+        ("boot=2,affinity=[0@[0],0@[1]]", "--cpus: affinity: vCPU 0 is given twice"),
+        ("boot=2,affinity=[0@[]]", "--cpus: affinity: vCPU 0: no host CPUs"),
+        ("boot=2,affinity=[0@1]", "--cpus: affinity: '0@1' is not <vcpu>@[<host cpus>]"),
+        ("boot=2,affinity=[x@[1]]", "--cpus: affinity: 'x@[1]' is not <vcpu>@[<host cpus>]"),
+        ("boot=2,affinity=[0@[a]]", "--cpus: affinity: 'a' in '0@[a]' is not a host CPU or a range of them"),
+        ("boot=2,affinity=[0@[3-1]]", "--cpus: affinity: '3-1' in '0@[3-1]' is an empty range"),
+        ("boot=2,affinity=0@[1]", "--cpus: affinity: '0@[1]' is not a list"),
     ],
 )
 def test_bad_cpus(capsys: pytest.CaptureFixture[str], kernel: str, cpus: str, fragment: str) -> None:
@@ -253,6 +261,11 @@ def test_bad_cpus(capsys: pytest.CaptureFixture[str], kernel: str, cpus: str, fr
 
 def test_cpus_boot_in_hex(kernel: str) -> None:
     assert parse_args(["--kernel", kernel, "--cpus", "boot=0x10"]).cpus.boot_vcpus == 16
+
+
+def test_cpus_affinity_takes_host_cpu_lists_and_ranges(kernel: str) -> None:
+    cpus = parse_args(["--kernel", kernel, "--cpus", "boot=4,affinity=[0@[0-2,5],3@[1,1]]"]).cpus
+    assert [(a.vcpu, a.host_cpus) for a in cpus.affinity] == [(0, (0, 1, 2, 5)), (3, (1,))]
 
 
 def test_cpus_topology_is_cloud_hypervisors_four_parts(kernel: str) -> None:
@@ -343,7 +356,7 @@ def test_later_option_is_reported_even_without_a_kernel(capsys: pytest.CaptureFi
         ("--cpus", "boot=1,max=4", "--cpus: max=4 above boot=1 (vCPU hotplug) is not yet supported"),
         ("--cpus", "kvm_hyperv=on", "--cpus: kvm_hyperv=on is not yet supported"),
         ("--cpus", "nested=on", "--cpus: nested=on is not yet supported"),
-        ("--cpus", "affinity=[0@[0,1]]", "--cpus: affinity is not yet supported"),
+        ("--cpus", "profile=foo", "--cpus: profile is not yet supported"),
         ("--cpus", "max_phys_bits=39", "--cpus: max_phys_bits is not yet supported"),
         ("--serial", "pty", "--serial: pty is not yet supported"),
         ("--serial", "socket=/tmp/serial.sock", "--serial: socket is not yet supported"),

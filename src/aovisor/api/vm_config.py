@@ -264,10 +264,34 @@ def _cpus(obj: _Object) -> Any:
     obj.get("nested", bool, True)
     obj.get_int("max_phys_bits", maximum=64)  # a cap; ours is the host's, which is what CH does below it
     topology = _cpu_topology(obj, max_vcpus)
-    obj.absent_only("affinity", "features")
+    affinity = _cpu_affinity(obj, max_vcpus)
+    obj.absent_only("features")
     obj.default_only("core_scheduling", "Vm")
     obj.finish()
-    return CpusConfig(boot_vcpus=boot, max_vcpus=max_vcpus, topology=topology)
+    return CpusConfig(boot_vcpus=boot, max_vcpus=max_vcpus, topology=topology, affinity=affinity)
+
+
+def _cpu_affinity(cpus: _Object, max_vcpus: int) -> Any:
+    """CH's ``[CpuAffinity]``: ``{"vcpu": N, "host_cpus": [...]}`` each, one per vCPU at most."""
+    from aovisor.config import VcpuAffinity
+
+    out: list[VcpuAffinity] = []
+    for i, value in enumerate(cpus.get_list("affinity")):
+        entry = _Object(value, f"{cpus._at('affinity')}[{i}]")
+        vcpu = entry.get_int("vcpu", minimum=0, maximum=max_vcpus - 1, required=True)
+        host_cpus = entry.get("host_cpus", list, required=True)
+        if not host_cpus or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in host_cpus
+        ):
+            raise entry.error(
+                "host_cpus", f"expected a non-empty list of host CPU numbers, got {_render(host_cpus)}"
+            )
+        entry.finish()
+        if any(previous.vcpu == vcpu for previous in out):
+            raise entry.error("vcpu", f"vCPU {vcpu} is given twice")
+        assert vcpu is not None
+        out.append(VcpuAffinity(vcpu, tuple(sorted(set(host_cpus)))))
+    return tuple(out)
 
 
 TOPOLOGY_FIELDS = ("threads_per_core", "cores_per_die", "dies_per_package", "packages")
@@ -543,6 +567,10 @@ def config_to_json(config: VmConfig) -> dict[str, Any]:
     }
     if config.cpus.topology is not None:
         out["cpus"]["topology"] = dict(zip(TOPOLOGY_FIELDS, config.cpus.topology, strict=True))
+    if config.cpus.affinity:
+        out["cpus"]["affinity"] = [
+            {"vcpu": a.vcpu, "host_cpus": list(a.host_cpus)} for a in config.cpus.affinity
+        ]
     if config.disks:
         out["disks"] = [_disk_json(disk) for disk in config.disks]
     if config.rng is not None:

@@ -111,7 +111,7 @@ ARGUMENTS = (
         "cpus",
         _VALUE,
         "vCPUs (default boot=1)",
-        "boot=N[,max=N,topology=THREADS:CORES:DIES:PACKAGES]",
+        "boot=N[,max=N,topology=T:C:D:P,affinity=[VCPU@[CPUS],...]]",
         group=_VM,
     ),
     Argument(

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         NetConfig,
         OutputConfig,
         RngConfig,
+        VcpuAffinity,
         VmConfig,
         VsockConfig,
     )
@@ -321,8 +322,34 @@ def cpus_config(text: str) -> CpusConfig:
         raise ConfigError(f"--cpus: max={max_vcpus} above boot={boot} (vCPU hotplug) is not yet supported")
     # Off is what we do (no Hyper-V enlightenments, no VMX/SVM in CPUID), so only `on` is refused.
     _refuse_if_true(opts, "kvm_hyperv", "nested")
-    _refuse_if_given(opts, "max_phys_bits", "affinity", "features", "core_scheduling", "profile")
-    return CpusConfig(boot_vcpus=boot, max_vcpus=max_vcpus, topology=_cpu_topology(opts))
+    _refuse_if_given(opts, "max_phys_bits", "features", "core_scheduling", "profile")
+    return CpusConfig(
+        boot_vcpus=boot, max_vcpus=max_vcpus, topology=_cpu_topology(opts), affinity=_cpu_affinity(opts)
+    )
+
+
+def _cpu_affinity(opts: ParsedOptions) -> tuple[VcpuAffinity, ...]:
+    """``affinity=[<vcpu>@[<host cpu>,<first>-<last>,...],...]`` (CH's grammar): host CPUs per vCPU."""
+    from aovisor.config import VcpuAffinity
+
+    entries = opts.get_list("affinity")
+    if entries is None:
+        return ()
+    out = []
+    for entry in entries:
+        vcpu, at, cpus = entry.partition("@")
+        if not at or not vcpu.strip().isdigit() or not (cpus.startswith("[") and cpus.endswith("]")):
+            raise opts.error("affinity", f"{entry!r} is not <vcpu>@[<host cpus>]")
+        host_cpus: list[int] = []
+        for item in filter(None, (part.strip() for part in cpus[1:-1].split(","))):
+            first, dash, last = item.partition("-")
+            if not first.isdigit() or (dash and not last.isdigit()):
+                raise opts.error("affinity", f"{item!r} in {entry!r} is not a host CPU or a range of them")
+            if dash and int(last) < int(first):
+                raise opts.error("affinity", f"{item!r} in {entry!r} is an empty range")
+            host_cpus += range(int(first), int(last if dash else first) + 1)
+        out.append(VcpuAffinity(int(vcpu), tuple(sorted(set(host_cpus)))))
+    return tuple(out)
 
 
 def _cpu_topology(opts: ParsedOptions) -> CpuTopology | None:

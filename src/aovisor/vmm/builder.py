@@ -6,6 +6,8 @@ Firecracker's ``builder.rs``).
 
 from __future__ import annotations
 
+import os
+
 from aovisor.arch.x86_64 import layout
 from aovisor.errors import ConfigError
 from aovisor.lean_typing import TYPE_CHECKING
@@ -14,7 +16,7 @@ from aovisor.memory import GuestMemory
 from aovisor.vmm.vm import VirtualMachine
 
 if TYPE_CHECKING:
-    from aovisor.config import VmConfig
+    from aovisor.config import VcpuAffinity, VmConfig
     from aovisor.hypervisor.base import Hypervisor
     from aovisor.loader import BootInfo
     from aovisor.virtio.device import VirtioDevice
@@ -287,6 +289,7 @@ def create_vcpus(vm: VirtualMachine, boot: BootInfo) -> None:
     topology = vm.config.cpus.cpu_topology
     if vm.config.cpus.topology is not None and not vm.hv_vm.cpuid_is_programmable:
         raise ConfigError("--cpus: topology: this hypervisor answers CPUID itself, with its own topology")
+    _check_affinity(vm.config.cpus.affinity)
     supported = vm.hv_vm.supported_cpuid()
     for index in range(count):
         vcpu = vm.hv_vm.create_vcpu(index, topology.apic_id(index))
@@ -302,6 +305,21 @@ def create_vcpus(vm: VirtualMachine, boot: BootInfo) -> None:
         r, s = regs.linux64_boot_state(vm.memory, boot.entry, boot.boot_struct_gpa, bsp.get_sregs())
     bsp.set_sregs(s)
     bsp.set_regs(r)
+
+
+def _check_affinity(affinity: tuple[VcpuAffinity, ...]) -> None:
+    """Every host CPU ``--cpus affinity`` names is one this process may run on (cpuset, taskset), so that
+    the vCPU threads' sched_setaffinity cannot fail once they start."""
+    if not affinity:
+        return
+    allowed = os.sched_getaffinity(0)
+    for entry in affinity:
+        missing = sorted(set(entry.host_cpus) - allowed)
+        if missing:
+            raise ConfigError(
+                f"--cpus: affinity: vCPU {entry.vcpu}: host CPU {missing[0]} is not one this process may use "
+                f"({', '.join(map(str, sorted(allowed)))})"
+            )
 
 
 class _IrqPin:

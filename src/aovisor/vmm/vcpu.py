@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 
@@ -38,6 +39,10 @@ class VcpuThread(threading.Thread):
 
     def run(self) -> None:
         set_thread_name(self.name)
+        host_cpus = self.vm.host_cpus_of(self.vcpu.index)
+        if host_cpus is not None:
+            # pid 0 is the calling thread: sched_setaffinity(2) pins threads, not processes.
+            os.sched_setaffinity(0, host_cpus)
         self.named.set()
         self.vm.vcpus_released.wait()
         vm, vcpu, ops, gate = self.vm, self.vcpu, self.vm.ops, self.vm.pause_gate

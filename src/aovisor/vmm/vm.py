@@ -120,6 +120,13 @@ class VirtualMachine:
 
         resume_vm(self)
 
+    def host_cpus_of(self, index: int) -> tuple[int, ...] | None:
+        """The host CPUs ``--cpus affinity`` gives vCPU ``index``; None: wherever the scheduler likes."""
+        for entry in self.config.cpus.affinity:
+            if entry.vcpu == index:
+                return entry.host_cpus
+        return None
+
     # --- running -------------------------------------------------------------------------------------
     def start(self) -> None:
         from aovisor.vmm.vcpu import VcpuThread

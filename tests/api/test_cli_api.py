@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +28,37 @@ def test_payload_with_api_socket_boots_at_once_and_serves_the_api(
         if vmm.proc.poll() is None:
             vmm.proc.kill()
     assert vmm.event_names()[:3] == ["vmm:starting", "vm:booting", "vm:booted"]
+
+
+def _read_pty(fd: int, marker: bytes, timeout: float = 20) -> bytes:
+    buf, deadline = b"", time.monotonic() + timeout
+    while marker not in buf and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            buf += os.read(fd, 4096)
+    return buf
+
+
+def test_serial_pty_is_the_terminal_vm_info_names(tmp_path: Path, guest: Callable[[str], Path]) -> None:
+    """``--serial pty`` (what libvirt's ch driver asks for): vm.info's ``serial.file`` is a pty that carries
+    the guest's output, also what it printed before anyone attached, and takes the client's keys."""
+    vmm = start_api_vmm(tmp_path, "--kernel", str(guest("echo")), "--memory", "size=64M", "--serial", "pty")
+    fd = -1
+    try:
+        serial = wait_for(lambda: vmm.call("GET", "vm.info").json()["config"]["serial"], what="vm.info")
+        assert serial["mode"] == "Pty" and serial["file"].startswith("/dev/pts/"), serial
+        fd = os.open(serial["file"], os.O_RDWR | os.O_NOCTTY)
+        assert b"echo: ready\n" in _read_pty(fd, b"ready\n")
+        os.write(fd, b"hi\n")
+        assert b"HI\n" in _read_pty(fd, b"HI\n")  # raw: no echo of "hi", no CR added before the LF
+        os.write(fd, b"q")
+        assert b"echo: bye" in _read_pty(fd, b"bye")
+        assert vmm.wait_exit() == 0
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if vmm.proc.poll() is None:
+            vmm.proc.kill()
+    assert (tmp_path / "stdout").read_bytes() == b""  # nothing went to the VMM's own stdout
 
 
 def test_version_as_cloud_hypervisor_claims_the_compatible_release(tmp_path: Path) -> None:

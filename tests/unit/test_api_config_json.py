@@ -154,3 +154,14 @@ def test_devices_keep_their_fds_and_disks_need_a_path() -> None:
     assert device.fds == (7, 8) and device.kind == "net"
     with pytest.raises(ConfigError, match=r"disk\.path: is required"):
         disk_from_json({"readonly": True})
+
+
+def test_console_file_and_serial_pty_are_accepted(tmp_path: Path) -> None:
+    body = {
+        "payload": {"kernel": _kernel(tmp_path)},
+        "console": {"mode": "File", "file": str(tmp_path / "hvc0.log")},
+        "serial": {"mode": "Pty"},
+    }
+    config = definition_from_json(body).config
+    assert (config.console.mode.value, config.console.file) == ("file", str(tmp_path / "hvc0.log"))
+    assert config.serial.mode.value == "pty"

@@ -358,7 +358,6 @@ def test_later_option_is_reported_even_without_a_kernel(capsys: pytest.CaptureFi
         ("--cpus", "nested=on", "--cpus: nested=on is not yet supported"),
         ("--cpus", "profile=foo", "--cpus: profile is not yet supported"),
         ("--cpus", "max_phys_bits=39", "--cpus: max_phys_bits is not yet supported"),
-        ("--serial", "pty", "--serial: pty is not yet supported"),
         ("--serial", "socket=/tmp/serial.sock", "--serial: socket is not yet supported"),
         ("--console", "pty", "--console: pty is not yet supported"),
         ("--console", "socket=/tmp/console.sock", "--console: socket is not yet supported"),

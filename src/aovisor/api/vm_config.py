@@ -201,9 +201,9 @@ def definition_from_json(body: Any, *, check_files: bool = True) -> VmDefinition
     if memory_obj is not None:
         replacements["memory"] = _memory(memory_obj)
     if serial_obj is not None:
-        replacements["serial"] = _output(serial_obj, ("Off", "Null", "Tty", "File"))
+        replacements["serial"] = _output(serial_obj, ("Off", "Null", "Tty", "Pty", "File"))
     if console_obj is not None:
-        replacements["console"] = _output(console_obj, ("Off", "Null"), hint="no virtio-console yet")
+        replacements["console"] = _output(console_obj, ("Off", "Null", "Tty", "File"))
     if replacements:
         config = config._replace(**replacements)
     config.validate()  # the ranges were checked above, field by field: this is a second line of defence

@@ -541,8 +541,8 @@ def vsock_config(text: str) -> VsockConfig:
 
 
 def serial_config(text: str) -> OutputConfig:
-    """``--serial off|null|tty|file=PATH`` (``pty`` and ``socket=PATH`` are not yet supported)."""
-    return _output_config(SERIAL_OPTION, text, supported=("off", "null", "tty", "file"))
+    """``--serial off|null|tty|pty|file=PATH`` (``socket=PATH`` is not yet supported)."""
+    return _output_config(SERIAL_OPTION, text, supported=("off", "null", "tty", "pty", "file"))
 
 
 def console_config(text: str) -> OutputConfig:

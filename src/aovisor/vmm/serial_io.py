@@ -1,4 +1,4 @@
-"""Where a serial port's bytes go and come from: this process's terminal, a file, or nowhere.
+"""Where a serial port's bytes go and come from: this process's terminal, a new pty, a file, or nowhere.
 
 This endpoint lives as long as the process (it survives guest reboots); each new VM's UART is attached to it.
 """
@@ -34,7 +34,11 @@ class SerialEndpoint:
         self._reader: threading.Thread | None = None
         self.tx_bytes = 0  # guest -> endpoint, and endpoint -> guest (vm.counters)
         self.rx_bytes = 0
-        if cfg.mode is OutputMode.TTY:
+        self.pty_path: str | None = None  # with OutputMode.PTY: the terminal a client opens (vm.info)
+        self._pty_client_side: int | None = None
+        if cfg.mode is OutputMode.PTY:
+            self._open_pty(option)
+        elif cfg.mode is OutputMode.TTY:
             self._out_fd = sys.stdout.fileno()
         elif cfg.mode is OutputMode.FILE:
             assert cfg.file is not None
@@ -43,6 +47,24 @@ class SerialEndpoint:
             except OSError as e:
                 raise ConfigError(f"{option}: file={cfg.file}: {e.strerror}") from None
             self._own_fd = True
+
+    def _open_pty(self, option: str) -> None:
+        """A new pseudo-terminal, as Cloud Hypervisor's ``pty`` mode: the guest's side is the master (ours),
+        a client (``screen``, libvirt's console) opens ``pty_path``.  The client side is raw, so bytes pass
+        unchanged, and kept open by us: without it a master read fails (EIO) whenever no client is there.
+        The master is non-blocking: with no client reading, output beyond the pty's buffer is dropped
+        rather than stalling the vCPU that writes it."""
+        import tty
+
+        try:
+            master, client = os.openpty()
+        except OSError as e:
+            raise ConfigError(f"{option}: pty: cannot open a pseudo-terminal: {e.strerror}") from None
+        tty.setraw(client)
+        os.set_blocking(master, False)
+        self._out_fd, self._own_fd, self._pty_client_side = master, True, client
+        self.pty_path = os.ttyname(client)
+        log.info("%s: pty %s", option, self.pty_path)
 
     @property
     def enabled(self) -> bool:
@@ -63,14 +85,23 @@ class SerialEndpoint:
     def attach_input(self, target: Callable[[bytes], object]) -> None:
         """Deliver terminal input to ``target`` (the current VM's UART); starts the reader once."""
         self._target = target
-        if self.mode is not OutputMode.TTY or self._reader is not None:
+        if self._reader is not None:
+            return
+        if self.mode is OutputMode.PTY:
+            assert self._out_fd is not None
+            self._start_reader(self._out_fd)
+            return
+        if self.mode is not OutputMode.TTY:
             return
         stdin = sys.stdin.fileno() if sys.stdin is not None else -1
         if stdin < 0:
             return
         if os.isatty(stdin):
             self._enter_raw_mode(stdin)
-        self._reader = threading.Thread(target=self._read_loop, args=(stdin,), name="serial-in", daemon=True)
+        self._start_reader(stdin)
+
+    def _start_reader(self, fd: int) -> None:
+        self._reader = threading.Thread(target=self._read_loop, args=(fd,), name="serial-in", daemon=True)
         self._reader.start()
 
     def _enter_raw_mode(self, fd: int) -> None:
@@ -92,9 +123,17 @@ class SerialEndpoint:
             self._saved_tty = None
 
     def _read_loop(self, fd: int) -> None:
+        import select
+
         while True:
             try:
                 data = os.read(fd, 4096)
+            except BlockingIOError:  # the pty master is non-blocking: wait for the client's next bytes
+                try:
+                    select.select([fd], [], [])
+                except (OSError, ValueError):  # closed under us: the endpoint is closing
+                    return
+                continue
             except OSError:
                 return
             if not data:
@@ -110,3 +149,6 @@ class SerialEndpoint:
         if self._own_fd and self._out_fd is not None:
             os.close(self._out_fd)
             self._out_fd = None
+        if self._pty_client_side is not None:
+            os.close(self._pty_client_side)
+            self._pty_client_side = None

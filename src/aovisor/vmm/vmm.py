@@ -267,8 +267,11 @@ class Vmm:
 
         state = self.lifecycle.require_vm("get VM info")
         assert self.definition is not None
+        config = definition_to_json(self.definition)
+        if self._serial is not None and self._serial.pty_path is not None:
+            config["serial"]["file"] = self._serial.pty_path  # where a client attaches, as CH reports it
         return {
-            "config": definition_to_json(self.definition),
+            "config": config,
             "state": state.value,
             "memory_actual_size": self.definition.config.memory.size,
         }
